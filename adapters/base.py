@@ -1,0 +1,117 @@
+"""The adapter contract: an adapter locates the parts of one model family the engine needs.
+
+An adapter says *where* things are (decoder layers, visual-token ids, rotary module, how a layer
+computes its queries and keys); it never says *what to do*. Dispatch is by
+``model.config.model_type`` (`Adapter.matches`), never by class name in core.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Adapter", "DecoderStack"]
+
+
+@dataclass
+class DecoderStack:
+    """The located parts of one wrapped model.
+
+    Attributes:
+        head: the module that receives ``labels`` and computes the loss (``None`` when the user
+            wrapped a headless model).
+        vlm: the module whose forward receives ``input_ids`` before visual features are scattered.
+        language_model: the decoder stack (a base model with ``layers``).
+        layers: its decoder layers.
+        rotary: the module computing ``(cos, sin)`` from position ids (for compact positions).
+        text_config: the decoder's config (dims, attention implementation).
+        visual_token_ids: placeholder ids whose positions hold visual features.
+        embeddings: the input embedding module (to spot visual tokens in ``inputs_embeds``).
+    """
+
+    head: nn.Module | None
+    vlm: nn.Module
+    language_model: nn.Module
+    layers: nn.ModuleList
+    rotary: nn.Module | None
+    text_config: Any
+    visual_token_ids: tuple[int, ...]
+    embeddings: nn.Module
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def attn_implementation(self) -> str:
+        return str(getattr(self.text_config, "_attn_implementation", None) or "eager")
+
+
+class Adapter(ABC):
+    """Locates the decoder stack of one model family and computes a layer's attention rows."""
+
+    name: ClassVar[str]
+    """Registry name, e.g. ``"llava"``."""
+    model_types: ClassVar[tuple[str, ...]]
+    """``config.model_type`` values this adapter handles."""
+    supports_compact_positions: ClassVar[bool] = True
+    """Whether ``positions="compact"`` is defined (1-D RoPE only)."""
+
+    def matches(self, model: object) -> bool:
+        """True when this adapter handles ``model`` (by ``config.model_type``)."""
+        return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
+
+    def check(self, model: nn.Module) -> None:
+        """Raise a clear error for a model of this family that the adapter cannot handle."""
+
+    @abstractmethod
+    def locate(self, model: nn.Module) -> DecoderStack:
+        """Find the parts of ``model`` the engine needs."""
+
+    @abstractmethod
+    def query_attention(
+        self,
+        layer: nn.Module,
+        hidden: Tensor,
+        position_embeddings: tuple[Tensor, Tensor],
+        query: Tensor,
+        allowed: Tensor,
+    ) -> Tensor:
+        """Head-mean attention probabilities of the query rows, as ``layer`` would compute them.
+
+        Args:
+            layer: the decoder layer.
+            hidden: ``(B, n, d)`` the layer's input.
+            position_embeddings: ``(cos, sin)``, each ``(B, n, head_dim)``.
+            query: ``(B, Q)`` slot indices of the query rows.
+            allowed: ``(B, Q, n)`` which keys each query row may see.
+
+        Returns:
+            ``(B, Q, n)`` probabilities (rows sum to 1 over allowed keys).
+        """
+
+    def has_visual_inputs(self, kwargs: dict[str, Any]) -> bool:
+        """Whether a forward call carries images or videos (``pixel_values*`` keyword arguments)."""
+        return any(key.startswith("pixel_values") and value is not None for key, value in kwargs.items())
+
+    def visual_mask(self, stack: DecoderStack, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
+        """``(B, L)`` True at visual placeholder positions.
+
+        With ``inputs_embeds`` only, placeholders are recognised by their embedding, as transformers
+        itself does; this must run before the VLM scatters visual features into them.
+        """
+        if input_ids is not None:
+            ids = torch.tensor(stack.visual_token_ids, device=input_ids.device)
+            return torch.isin(input_ids, ids)
+        if inputs_embeds is None:
+            raise ValueError("The model was called with neither input_ids nor inputs_embeds.")
+        weight = stack.embeddings.weight
+        mask = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        for token in stack.visual_token_ids:
+            emb = weight[token].to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
+            mask |= (inputs_embeds == emb).all(-1)
+        return mask

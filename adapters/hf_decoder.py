@@ -1,0 +1,75 @@
+"""Shared adapter for transformers 5.x VLMs: ``Model.model.language_model.layers``.
+
+Every VLM family in transformers 5.x has the same shape: the top ``*ForConditionalGeneration``
+holds ``lm_head`` and ``.model`` (the VLM base), which holds a vision module and
+``.language_model``, a base decoder with ``.layers``, ``.rotary_emb`` and ``.embed_tokens``.
+Family adapters only add their ``model_types`` and visual-token ids.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from .base import Adapter, DecoderStack
+
+__all__ = ["HFDecoderAdapter"]
+
+
+class HFDecoderAdapter(Adapter):
+    """Locates the stack of a transformers 5.x VLM and recomputes its attention rows."""
+
+    visual_token_attrs: ClassVar[tuple[str, ...]] = ("image_token_id",)
+    """Config attributes holding the ids of visual placeholder tokens."""
+
+    def locate(self, model: nn.Module) -> DecoderStack:
+        head, vlm = (model, model.model) if hasattr(model, "lm_head") else (None, model)
+        language_model = vlm.language_model
+        config = model.config
+        ids = tuple(
+            int(getattr(config, attr)) for attr in self.visual_token_attrs if getattr(config, attr, None) is not None
+        )
+        return DecoderStack(
+            head=head,
+            vlm=vlm,
+            language_model=language_model,
+            layers=language_model.layers,
+            rotary=getattr(language_model, "rotary_emb", None),
+            text_config=language_model.config,
+            visual_token_ids=ids,
+            embeddings=language_model.get_input_embeddings(),
+        )
+
+    def query_attention(
+        self,
+        layer: nn.Module,
+        hidden: Tensor,
+        position_embeddings: tuple[Tensor, Tensor],
+        query: Tensor,
+        allowed: Tensor,
+    ) -> Tensor:
+        attn = layer.self_attn
+        device = attn.q_proj.weight.device  # under a device map the hook sees the previous layer's device
+        h = layer.input_layernorm(hidden.to(device))
+        batch, n, width = h.shape
+        head_dim = attn.head_dim
+        rows = h.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, width))
+        q = attn.q_proj(rows).view(batch, rows.shape[1], -1, head_dim)
+        k = attn.k_proj(h).view(batch, n, -1, head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        cos, sin = (t.to(device) for t in position_embeddings)
+        cos_q = cos.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
+        sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
+        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        q = rope(q, q, cos_q, sin_q)[0]
+        k = rope(k, k, cos, sin)[1]
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention
+        logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
+        logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return torch.softmax(logits, dim=-1, dtype=dtype).mean(dim=1)

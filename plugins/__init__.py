@@ -1,0 +1,1 @@
+"""Built-in strategies, one pluggy plugin module each (imported as ``tokenprune.plugins``)."""

@@ -1,0 +1,130 @@
+"""PyramidDrop: drop a share of the visual tokens at the end of each stage of the LLM.
+
+Xing et al., "PyramidDrop: Accelerating Your Large Vision-Language Models via Pyramid Visual
+Redundancy Reduction", arXiv:2410.17247 (CVPR 2025 as "Conical Visual Concentration").
+Reference code: github.com/Cooperx521/PyramidDrop (MIT).
+
+The LLM is split into stages; at each boundary the visual tokens are ranked by the attention the
+last instruction token pays them, and only ``int(N * ratio)`` of the sample's original ``N`` stay.
+
+Differences from the reference code (all deliberate; see docs/strategies/pyramiddrop.md):
+
+* Kept tokens keep their original rotary positions by default (``positions="keep"``); the
+  reference renumbers them (``positions="compact"`` reproduces that).
+* Scores are computed with the first layer of the next stage, as the reference code does, with
+  grouped-query attention supported (the reference assumes multi-head attention).
+* Batches of any padding side and mixed image counts; the reference needs right padding and
+  batch size 1 at inference.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from ..components import QueryAttentionScorer, StageScheduler, TopKDrop
+from ..config import StrategyConfig
+from ..hookspecs import RegisterStrategy, hookimpl
+from ..interfaces import Strategy
+
+__all__ = ["PyramidDropConfig", "build"]
+
+
+class PyramidDropConfig(StrategyConfig):
+    """PyramidDrop options: the official names, or the short form ``ratio`` (λ) and ``stages`` (S).
+
+    With nothing set: S = 4 equal stages and λ = 0.5, i.e. ``[8, 16, 24]`` and
+    ``[0.5, 0.25, 0.125]`` on a 32-layer LLM.
+    """
+
+    layer_list: list[int] | None = Field(
+        None, description="1-based layers AFTER which tokens are ranked and dropped, e.g. [8, 16, 24] (official name)."
+    )
+    image_token_ratio_list: list[float] | None = Field(
+        None,
+        description="Cumulative share of the ORIGINAL visual tokens kept after each entry of layer_list, "
+        "e.g. [0.5, 0.25, 0.125] (official name; without the leading 1.0).",
+    )
+    layer_fractions: list[float] | None = Field(
+        None, description="Stage boundaries as fractions of depth, e.g. [0.25, 0.5, 0.75]: one schedule for any depth."
+    )
+    ratio: float = Field(0.5, gt=0.0, le=1.0, description="λ: share kept at each boundary (short form).")
+    stages: int = Field(4, ge=2, description="S: number of equal stages (short form).")
+    positions: Literal["keep", "compact"] = Field(
+        "keep", description="'keep' original rotary positions, or 'compact' renumbering like the reference code."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PyramidDropConfig:
+        given = self.model_fields_set
+        if self.layer_list is not None and self.layer_fractions is not None:
+            raise ValueError("Give either layer_list (absolute layers) or layer_fractions (share of depth), not both.")
+        if "stages" in given and (self.layer_list is not None or self.layer_fractions is not None):
+            raise ValueError("`stages` sets equal stages; it cannot be combined with layer_list or layer_fractions.")
+        if "ratio" in given and self.image_token_ratio_list is not None:
+            raise ValueError("Give either ratio (λ per stage) or image_token_ratio_list (cumulative), not both.")
+        if self.layer_list is not None:
+            if any(layer < 1 for layer in self.layer_list):
+                raise ValueError(
+                    f"layer_list={self.layer_list}: entries are 1-based layers after which tokens drop; "
+                    "a drop at layer 0 (before the first layer) is not allowed."
+                )
+            if any(b <= a for a, b in zip(self.layer_list, self.layer_list[1:])):
+                raise ValueError(f"layer_list={self.layer_list} must be strictly increasing.")
+        if self.layer_fractions is not None:
+            if any(not 0.0 < f < 1.0 for f in self.layer_fractions):
+                raise ValueError(f"layer_fractions={self.layer_fractions}: every entry must be in (0, 1).")
+            if any(b <= a for a, b in zip(self.layer_fractions, self.layer_fractions[1:])):
+                raise ValueError(f"layer_fractions={self.layer_fractions} must be strictly increasing.")
+        if self.image_token_ratio_list is not None:
+            ratios = self.image_token_ratio_list
+            if any(not 0.0 < r <= 1.0 for r in ratios):
+                raise ValueError(f"image_token_ratio_list={ratios}: every ratio must be in (0, 1].")
+            if any(b > a for a, b in zip(ratios, ratios[1:])):
+                raise ValueError(
+                    f"image_token_ratio_list={ratios} must not increase: ratios are cumulative w.r.t. the original count."
+                )
+            if len(ratios) != len(self.boundaries()):
+                raise ValueError(
+                    f"image_token_ratio_list has {len(ratios)} entries for {len(self.boundaries())} stage boundaries; "
+                    "give one cumulative ratio per boundary (without the leading 1.0 of the reference code)."
+                )
+        return self
+
+    def boundaries(self) -> list[int | float]:
+        """Stage boundaries: absolute layers, or fractions of depth resolved when the model is known."""
+        if self.layer_list is not None:
+            return list(self.layer_list)
+        if self.layer_fractions is not None:
+            return list(self.layer_fractions)
+        return [s / self.stages for s in range(1, self.stages)]
+
+    def ratios(self) -> list[float]:
+        """Cumulative retention after each boundary."""
+        if self.image_token_ratio_list is not None:
+            return list(self.image_token_ratio_list)
+        return [self.ratio**s for s in range(1, len(self.boundaries()) + 1)]
+
+
+def build(config: PyramidDropConfig) -> Strategy:
+    """Stage scheduler + last-instruction-token attention + top-k drop."""
+    return Strategy(
+        scheduler=StageScheduler(config.boundaries(), config.ratios()),
+        scorer=QueryAttentionScorer(),
+        reducer=TopKDrop(),
+        positions=config.positions,
+        name="pyramiddrop",
+        config=config,
+    )
+
+
+@hookimpl
+def tokenprune_register_strategies(register: RegisterStrategy) -> None:
+    register(
+        "pyramiddrop",
+        PyramidDropConfig,
+        build,
+        aliases=("pdrop",),
+        description="Rank visual tokens by the instruction's attention and drop a share at each stage (arXiv:2410.17247).",
+    )

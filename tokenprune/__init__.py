@@ -1,0 +1,62 @@
+"""tokenprune: visual-token reduction for vision-language models.
+
+```python
+import tokenprune
+model = tokenprune.wrap(model, "pyramiddrop")   # same model, fewer visual tokens in deeper layers
+model.generate(**inputs)
+model.tokenprune.stats                          # tokens per layer, FLOPs saved
+tokenprune.unwrap(model)
+```
+"""
+
+from .api import WrapHandle, handle_of, pruned, unwrap, wrap
+from .config import StrategyConfig
+from .engine import CallStats
+from .errors import (
+    AlreadyWrappedError,
+    NotWrappedError,
+    RegistrationError,
+    ScheduleError,
+    TokenpruneError,
+    UnknownStrategyError,
+    UnsupportedFeatureError,
+    UnsupportedModelError,
+)
+from .hookspecs import hookimpl
+from .interfaces import Reducer, Reduction, Schedule, Scheduler, ScoreContext, Scorer, Strategy
+from .registry import get_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "wrap",
+    "unwrap",
+    "pruned",
+    "handle_of",
+    "WrapHandle",
+    "CallStats",
+    "Strategy",
+    "Scheduler",
+    "Scorer",
+    "Reducer",
+    "Schedule",
+    "ScoreContext",
+    "Reduction",
+    "StrategyConfig",
+    "hookimpl",
+    "get_registry",
+    "list_strategies",
+    "TokenpruneError",
+    "UnknownStrategyError",
+    "UnsupportedModelError",
+    "AlreadyWrappedError",
+    "NotWrappedError",
+    "ScheduleError",
+    "UnsupportedFeatureError",
+    "RegistrationError",
+]
+
+
+def list_strategies() -> list[str]:
+    """Names of every registered strategy."""
+    return sorted(get_registry().strategies)

@@ -1,0 +1,11 @@
+"""Reusable Scheduler, Scorer and Reducer building blocks shared by several strategies.
+
+They name what they compute, never a method: PyramidDrop is `StageScheduler` +
+`QueryAttentionScorer` + `TopKDrop`; FastV is the same with a single stage.
+"""
+
+from .reducers import TopKDrop
+from .schedulers import StageScheduler
+from .scorers import QueryAttentionScorer
+
+__all__ = ["StageScheduler", "QueryAttentionScorer", "TopKDrop"]

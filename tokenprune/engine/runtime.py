@@ -1,0 +1,411 @@
+"""The hook runtime: removes visual tokens from a decoder stack with forward pre-hooks only.
+
+How tokens leave the stack (see docs, "Concepts"):
+
+* A pre-hook on the VLM module reads ``input_ids`` (before visual features are scattered into the
+  placeholders) and the 2-D attention mask, and plans the forward: which tokens are visual, which
+  token is the query, how many visual tokens each sample keeps at each reduction layer.
+* A pre-hook on the head module reads ``labels`` (training query: the token before each answer span).
+* A pre-hook on every decoder layer from the first reduction layer on: at a reduction layer it
+  scores and selects tokens and gathers the hidden states; at every shrunk layer it hands the
+  layer the rows and columns of the mask and the rotary table that match its slots (the decoder
+  loop passes the same full-length objects to every layer).
+* The KV cache of a shrunk layer holds only its slots; the per-stage index maps are stored on the
+  cache object and every decode step slices the mask columns with them.
+* The model's ``loss_function`` is wrapped so labels follow the kept positions.
+
+No forward is copied, no module is replaced, no class is patched; state_dict keys never change and
+every hook is removable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..cost import stack_flops
+from ..errors import UnsupportedFeatureError
+from ..interfaces import ScoreContext, Strategy
+from ..schedule import Schedule
+from .layout import select_slots
+from .masks import decode_mask, gather_rows, prefill_mask, query_visibility
+from .state import RECORD_ATTR, CacheRecord, CallStats, DecodeState, ForwardState, Stage, last_true
+
+__all__ = ["Engine", "check_attention"]
+
+_UNSET = object()
+
+
+def check_attention(attn_implementation: str) -> None:
+    """Raise for attention backends the engine cannot slice masks for."""
+    if "flex" in attn_implementation:
+        raise UnsupportedFeatureError(
+            "Flex attention is not supported yet (a BlockMask cannot be sliced per stage). "
+            "Load the model with attn_implementation='sdpa' (or 'eager' / 'flash_attention_2')."
+        )
+
+
+class Engine:
+    """Installs and runs the hooks of one wrapped model.
+
+    Args:
+        model: the wrapped model.
+        adapter: the adapter that located its parts.
+        strategy: what to do.
+    """
+
+    def __init__(self, model: nn.Module, adapter: Any, strategy: Strategy):
+        self.model = model
+        self.adapter = adapter
+        self.strategy = strategy
+        self.stack = adapter.locate(model)
+        self.layers = strategy.scheduler.resolve_layers(self.stack.num_layers)
+        self.stats: CallStats | None = None
+        self.final: tuple[int, Stage] | None = None
+        self._state: ForwardState | DecodeState | None = None
+        self._labels: Tensor | None = None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._loss_owner: nn.Module | None = None
+        self._saved_loss: Any = _UNSET
+
+    # -- installation -------------------------------------------------------------------------
+    def install(self) -> None:
+        """Attach every hook; on any failure, remove what was attached (never a half-applied wrap)."""
+        try:
+            stack = self.stack
+            self._handles.append(stack.vlm.register_forward_pre_hook(self._on_vlm, with_kwargs=True))
+            self._handles.append(stack.vlm.register_forward_hook(self._after_vlm))
+            if stack.head is not None:
+                self._handles.append(stack.head.register_forward_pre_hook(self._on_head, with_kwargs=True))
+                self._wrap_loss(stack.head)
+            for i in range(self.layers[0] if self.layers else stack.num_layers, stack.num_layers):
+                hook = self._layer_hook(i)
+                self._handles.append(stack.layers[i].register_forward_pre_hook(hook, with_kwargs=True))
+        except Exception:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Detach every hook and restore the loss function."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._loss_owner is not None:
+            if self._saved_loss is _UNSET:
+                self._loss_owner.__dict__.pop("_loss_function", None)
+            else:
+                self._loss_owner.loss_function = self._saved_loss
+            self._loss_owner = None
+        self._state = None
+
+    def _wrap_loss(self, head: nn.Module) -> None:
+        if not hasattr(type(head), "loss_function"):
+            return
+        self._saved_loss = head.__dict__.get("_loss_function", _UNSET)
+        original = head.loss_function
+        self._loss_owner = head
+
+        def loss_function(logits: Tensor, labels: Tensor | None, vocab_size: int, **kwargs: Any) -> Tensor:
+            final = self.final
+            if final is None or labels is None or labels.shape[1] != final[0]:
+                return original(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
+            _, stage = final
+            shift = kwargs.pop("shift_labels", None)
+            if shift is None:  # next-token targets in ORIGINAL coordinates, then follow the kept slots
+                shift = F.pad(labels, (0, 1), value=-100)[:, 1:]
+            shift = shift.gather(1, stage.idx.to(shift.device)).masked_fill(~stage.valid.to(shift.device), -100)
+            return original(logits=logits, labels=labels, vocab_size=vocab_size, shift_labels=shift, **kwargs)
+
+        head.loss_function = loss_function
+
+    # -- model-level hooks --------------------------------------------------------------------
+    def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        self._labels = kwargs.get("labels")
+        if isinstance(kwargs.get("logits_to_keep"), Tensor) and self.adapter.has_visual_inputs(kwargs):
+            raise UnsupportedFeatureError(
+                "A tensor-valued `logits_to_keep` indexes original positions, which no longer exist after "
+                "tokens are removed. Pass an int (e.g. logits_to_keep=1) or unwrap the model."
+            )
+
+    def _on_vlm(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        labels, self._labels = self._labels, None
+        self._state, self.final = None, None
+        cache = kwargs.get("past_key_values")
+        self._check_backend(cache)
+        if not self.adapter.has_visual_inputs(kwargs):
+            # Placeholder ids without images are plain text to the model (e.g. a generated id).
+            self._state = self._decode_state(cache)
+            return
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        visual = self.adapter.visual_mask(self.stack, input_ids, kwargs.get("inputs_embeds"))
+        past = cache.get_seq_length() if cache is not None else 0
+        if past > 0:
+            if bool(visual.any()):
+                raise UnsupportedFeatureError(
+                    "Visual tokens arrived on a filled KV cache (chunked prefill, or a new image in a "
+                    "continued conversation). tokenprune scores visual tokens in one prefill; pass the whole "
+                    "prompt at once, or unwrap the model for this call."
+                )
+            self._state = self._decode_state(cache)
+            return
+        if cache is not None and hasattr(cache, RECORD_ATTR):
+            delattr(cache, RECORD_ATTR)  # an emptied cache being reused for a new prompt
+        if not bool(visual.any()):
+            return
+        self._state = self._plan(visual, kwargs.get("attention_mask"), labels)
+
+    def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
+        state = self._state
+        if isinstance(state, ForwardState):
+            self.stats = self._stats(state)
+            self.final = (state.length, state.current) if len(state.stages) > 1 else None
+        self._state = None
+
+    @staticmethod
+    def _decode_state(cache: Any) -> DecodeState | None:
+        record = getattr(cache, RECORD_ATTR, None) if cache is not None and cache.get_seq_length() > 0 else None
+        return DecodeState(record) if record is not None else None
+
+    def _check_backend(self, cache: Any) -> None:
+        check_attention(self.stack.attn_implementation)
+        if cache is not None and any(getattr(layer, "is_compileable", False) for layer in getattr(cache, "layers", ())):
+            raise UnsupportedFeatureError(
+                f"{type(cache).__name__} is not supported yet: a static cache has one length for every layer, "
+                "but reduced layers hold fewer tokens. Use the default DynamicCache "
+                "(drop cache_implementation='static' from generate / the generation config)."
+            )
+
+    # -- planning -----------------------------------------------------------------------------
+    def _plan(self, visual: Tensor, mask2d: Tensor | None, labels: Tensor | None) -> ForwardState:
+        batch, length = visual.shape
+        device = visual.device
+        valid = torch.ones_like(visual) if mask2d is None or mask2d.dim() != 2 else mask2d.to(device).bool()
+        visual = visual & valid
+        query, weight = self._queries(valid, labels)
+        num_visual = visual.sum(1).tolist()
+        schedule = self.strategy.scheduler.plan(self.stack.num_layers, num_visual)
+        no_query = (weight.sum(1) == 0).tolist()
+        if any(no_query):  # a labelled sample without an answer span keeps everything (official behaviour)
+            keep = tuple(tuple(n if skip else k for k, n, skip in zip(row, num_visual, no_query)) for row in schedule.keep)
+            schedule = Schedule(schedule.num_layers, schedule.layers, schedule.num_visual, keep)
+        positions = torch.arange(length, device=device).expand(batch, -1)
+        first = Stage(layer=0, idx=positions, valid=valid, visual=visual)
+        return ForwardState(length=length, schedule=schedule, query=query, query_weight=weight, stages=[first])
+
+    def _queries(self, valid: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Original positions ``(B, Q)`` and weights of the query tokens.
+
+        Inference: the last prompt token. Training (labels given): the token before each answer span
+        (``labels[p] == -100`` and ``labels[p + 1] != -100``), averaged, as the official PyramidDrop code.
+        """
+        if labels is None:
+            return last_true(valid).unsqueeze(1), torch.ones(valid.shape[0], 1, device=valid.device)
+        labels = labels.to(valid.device)
+        supervised = labels != -100
+        starts = ~supervised[:, :-1] & supervised[:, 1:]
+        starts = F.pad(starts, (0, 1), value=False)
+        count = starts.sum(1, keepdim=True)
+        width = max(int(count.max()), 1)
+        order = torch.argsort((~starts).int() * (starts.shape[1] + 1) + torch.arange(starts.shape[1], device=valid.device), dim=1)
+        query = order[:, :width]
+        entry_valid = torch.arange(width, device=valid.device).unsqueeze(0) < count
+        query = torch.where(entry_valid, query, query[:, :1])
+        weight = entry_valid.to(torch.float32) / count.clamp(min=1)
+        return query, weight
+
+    # -- layer hooks --------------------------------------------------------------------------
+    def _layer_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict):
+            state = self._state
+            if state is None:
+                return None
+            if isinstance(state, DecodeState):
+                return self._decode_layer(index, module, state, args, kwargs)
+            return self._prefill_layer(index, module, state, args, kwargs)
+
+        return hook
+
+    def _prefill_layer(self, index: int, module: nn.Module, state: ForwardState, args: tuple, kwargs: dict):
+        hidden, from_args = (args[0], True) if args else (kwargs["hidden_states"], False)
+        if index in self.layers:
+            reduced = self._reduce(index, module, state, hidden, kwargs)
+            if reduced is not None:
+                hidden = reduced
+        stage = state.current
+        if len(state.stages) == 1:
+            return None  # nothing removed yet: the layer runs untouched (keep-all is bitwise identity)
+        if hidden.shape[1] != stage.width:
+            raise RuntimeError(
+                f"Layer {index} received {hidden.shape[1]} tokens but tokenprune expected {stage.width}; "
+                "another hook or wrapper changed the sequence length."
+            )
+        kwargs = dict(kwargs)
+        kwargs["attention_mask"] = self._stage_mask(state, stage, kwargs.get("attention_mask"), hidden.dtype)
+        kwargs["position_embeddings"] = self._stage_rope(state, stage, kwargs, hidden)
+        kwargs["position_ids"] = None  # positions live in the rotary tables; FA2 would read gaps as packing
+        if from_args:
+            return (hidden, *args[1:]), kwargs
+        kwargs["hidden_states"] = hidden
+        return args, kwargs
+
+    def _reduce(self, index: int, module: nn.Module, state: ForwardState, hidden: Tensor, kwargs: dict) -> Tensor | None:
+        prev = state.current
+        step = self.layers.index(index)
+        target = torch.tensor(state.schedule.keep[step], device=prev.idx.device)
+        if bool((prev.visual.sum(1) <= target).all()):
+            return None  # this boundary removes nothing in any sample
+        is_query = torch.zeros_like(prev.valid)
+        query = self._query_slots(state, prev)
+        is_query.scatter_(1, query, True)
+        candidates = prev.visual & ~is_query
+        n_keep = (target - (prev.visual & is_query).sum(1)).clamp(min=0)
+        mask = self._stage_mask(state, prev, kwargs.get("attention_mask"), hidden.dtype)
+        rope = self._stage_rope(state, prev, kwargs, hidden)
+        ctx = ScoreContext(
+            layer_index=index,
+            layer=module,
+            hidden=hidden,
+            positions=prev.idx,
+            valid=prev.valid,
+            visual=prev.visual,
+            query=query,
+            query_weight=state.query_weight,
+        )
+        ctx._attention = lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight)
+        with torch.no_grad():  # selection is discrete; the official code scores detached features too
+            scores = self.strategy.scorer.score(ctx)
+        reduction = self.strategy.reducer.reduce(ctx, scores, candidates, n_keep)
+        keep = (prev.valid & ~prev.visual) | (prev.visual & is_query) | (reduction.keep.to(prev.valid.device) & candidates)
+        sel, sel_valid = select_slots(keep, prev.valid)
+        stage = Stage(
+            layer=index,
+            idx=prev.idx.gather(1, sel),
+            valid=sel_valid,
+            visual=prev.visual.gather(1, sel) & sel_valid,
+        )
+        if self.strategy.positions == "compact":
+            stage.shift = self._compact_shift(stage, kwargs, state)
+        state.stages.append(stage)
+        self._publish(state, kwargs.get("past_key_values"))
+        source = reduction.hidden if reduction.hidden is not None else hidden
+        return gather_rows(source, sel)
+
+    def _attention(self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor) -> Tensor:
+        allowed = query_visibility(mask, stage.idx, stage.valid, query)
+        probs = self.adapter.query_attention(module, hidden, rope, query, allowed)  # (B, Q, n)
+        weight = weight.to(device=probs.device, dtype=probs.dtype)
+        return (probs * weight.unsqueeze(-1)).sum(1)
+
+    def _query_slots(self, state: ForwardState, stage: Stage) -> Tensor:
+        match = stage.idx.unsqueeze(1) == state.query.to(stage.idx.device).unsqueeze(2)  # (B, Q, n)
+        return match.int().argmax(-1)
+
+    def _publish(self, state: ForwardState, cache: Any) -> None:
+        """Store the stages on the cache so that decode steps can slice their masks."""
+        if cache is None:
+            return
+        if state.record is None:
+            state.record = CacheRecord(length=state.length, stages=state.stages)
+            setattr(cache, RECORD_ATTR, state.record)
+
+    # -- per-stage slices ---------------------------------------------------------------------
+    def _stage_mask(self, state: ForwardState, stage: Stage, mask: Tensor | None, dtype: torch.dtype):
+        if stage.layer == 0:
+            return mask
+        key = ("mask", stage.layer, id(mask))
+        if key not in state.memo:
+            sliced = prefill_mask(mask, stage.idx, stage.valid, self.stack.attn_implementation, dtype)
+            state.memo[key] = (mask, sliced)  # keep `mask` alive so its id cannot be reused
+        return state.memo[key][1]
+
+    def _stage_rope(self, state: ForwardState, stage: Stage, kwargs: dict, hidden: Tensor):
+        rope = kwargs.get("position_embeddings")
+        if stage.layer == 0:
+            return rope
+        key = ("rope", stage.layer, id(rope))
+        if key not in state.memo:
+            if self.strategy.positions == "compact":
+                compact = (stage.valid.long().cumsum(1) - 1).clamp(min=0)
+                sliced = self.stack.rotary(hidden, compact)
+            else:
+                sliced = tuple(gather_rows(t, stage.idx) for t in rope)
+            state.memo[key] = (rope, sliced)
+        return state.memo[key][1]
+
+    def _compact_shift(self, stage: Stage, kwargs: dict, state: ForwardState) -> Tensor:
+        """Original minus compact position of each row's last real token (decode positions shift by it)."""
+        positions = kwargs.get("position_ids")
+        batch = stage.idx.shape[0]
+        full = state.stages[0]
+        last = last_true(full.valid)
+        if positions is None:
+            original = last
+        else:
+            positions = positions[-1] if positions.dim() == 3 else positions
+            original = positions.expand(batch, -1).gather(1, last.unsqueeze(1).to(positions.device)).squeeze(1)
+        return original.to(stage.idx.device) - (stage.valid.sum(1) - 1)
+
+    # -- decode -------------------------------------------------------------------------------
+    def _decode_layer(self, index: int, module: nn.Module, state: DecodeState, args: tuple, kwargs: dict):
+        record = state.record
+        stage = record.stage_for(index)
+        if stage is None or stage.layer == 0:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        cache = kwargs.get("past_key_values")
+        q = hidden.shape[1]
+        total = cache.get_seq_length()  # layer 0 already holds this step
+        held = cache.get_seq_length(index)
+        if held != stage.width + total - q - record.length:
+            raise RuntimeError(
+                f"KV cache layer {index} holds {held} tokens, expected {stage.width + total - q - record.length}: "
+                "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
+            )
+        kwargs = dict(kwargs)
+        key = ("mask", stage.layer, id(kwargs.get("attention_mask")))
+        if key not in state.memo:
+            batch = stage.idx.shape[0]
+            device = stage.idx.device
+            new = torch.arange(record.length, total, device=device).expand(batch, -1)
+            kv_idx = torch.cat([stage.idx, new], dim=1)
+            kv_valid = torch.cat([stage.valid, torch.ones_like(new, dtype=torch.bool)], dim=1)
+            q_pos = torch.arange(total - q, total, device=device)
+            mask = kwargs.get("attention_mask")
+            state.memo[key] = (mask, decode_mask(mask, kv_idx, kv_valid, q_pos, self.stack.attn_implementation, hidden.dtype))
+        kwargs["attention_mask"] = state.memo[key][1]
+        if stage.shift is not None:
+            kwargs["position_embeddings"] = self._decode_compact_rope(state, stage, kwargs, hidden, total, q)
+        return args, kwargs
+
+    def _decode_compact_rope(self, state: DecodeState, stage: Stage, kwargs: dict, hidden: Tensor, total: int, q: int):
+        key = ("rope", stage.layer)
+        if key not in state.memo:
+            positions = kwargs.get("position_ids")
+            if positions is None:
+                raise UnsupportedFeatureError(
+                    "positions='compact' needs the model to pass position_ids to its decoder layers."
+                )
+            positions = positions[-1] if positions.dim() == 3 else positions
+            positions = positions.expand(stage.idx.shape[0], -1).to(stage.idx.device)
+            state.memo[key] = self.stack.rotary(hidden, positions - stage.shift.unsqueeze(1))
+        return state.memo[key]
+
+    # -- statistics ---------------------------------------------------------------------------
+    def _stats(self, state: ForwardState) -> CallStats:
+        per_layer: list[list[int]] = []
+        widths: list[int] = []
+        counts = {stage.layer: (stage.visual.sum(1).tolist(), stage.width) for stage in state.stages}
+        current: tuple[list[int], int] = counts[0]
+        for layer in range(self.stack.num_layers):
+            current = counts.get(layer, current)
+            per_layer.append(list(current[0]))
+            widths.append(current[1])
+        config = self.stack.text_config
+        d, m = int(config.hidden_size), int(config.intermediate_size)
+        num_visual = list(per_layer[0]) if per_layer else []
+        dense = [stack_flops([n] * self.stack.num_layers, d, m) for n in num_visual]
+        pruned = [stack_flops(col, d, m) for col in zip(*per_layer)]
+        return CallStats(per_layer, num_visual, dense, pruned, widths)

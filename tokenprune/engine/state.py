@@ -1,0 +1,136 @@
+"""Per-forward and per-generation state of the engine.
+
+Nothing here lives in module globals or on model modules: a `ForwardState` belongs to the engine
+for one forward pass; a `CacheRecord` is attached to the KV cache of one generation, so its
+lifetime is the cache's (it survives beam reordering and cache copies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..schedule import Schedule
+
+__all__ = ["Stage", "ForwardState", "CacheRecord", "CallStats", "RECORD_ATTR"]
+
+RECORD_ATTR = "_tokenprune_record"
+"""Attribute under which the engine stores a `CacheRecord` on a transformers ``Cache``."""
+
+
+@dataclass
+class Stage:
+    """The token slots from decoder layer ``layer`` on.
+
+    Attributes:
+        layer: first decoder layer that sees these slots.
+        idx: ``(B, n)`` original position of every slot, ascending per row.
+        valid: ``(B, n)`` False for filler slots.
+        visual: ``(B, n)`` real visual tokens.
+        shift: ``(B,)`` for compact positions: original minus compact position of the last token.
+    """
+
+    layer: int
+    idx: Tensor
+    valid: Tensor
+    visual: Tensor
+    shift: Tensor | None = None
+
+    @property
+    def width(self) -> int:
+        return self.idx.shape[1]
+
+
+@dataclass
+class ForwardState:
+    """What one prefill (or training) forward knows about its tokens.
+
+    Attributes:
+        length: original sequence length ``L``.
+        schedule: planned visual tokens per layer and sample.
+        query: ``(B, Q)`` original positions of the query tokens (padding entries repeat a real one).
+        query_weight: ``(B, Q)`` weight of each query row.
+        stages: ``stages[0]`` is the full sequence; one more per reduction that removed tokens.
+        memo: sliced masks and rotary tables, computed once per stage and reused by its layers.
+        record: where stages are published for decode (``None`` without a cache).
+    """
+
+    length: int
+    schedule: Schedule
+    query: Tensor
+    query_weight: Tensor
+    stages: list[Stage]
+    memo: dict[Any, Any] = field(default_factory=dict)
+    record: CacheRecord | None = None
+
+    @property
+    def current(self) -> Stage:
+        return self.stages[-1]
+
+
+@dataclass
+class CacheRecord:
+    """Per-stage index maps of a filled KV cache, used by every later decode step.
+
+    Layers from ``stages[s].layer`` on cached only the slots of stage ``s``; a decode step slices
+    the mask columns accordingly (and, for compact positions, shifts the new token's position).
+    """
+
+    length: int
+    stages: list[Stage]
+
+    def stage_for(self, layer: int) -> Stage | None:
+        found = None
+        for stage in self.stages:
+            if stage.layer <= layer:
+                found = stage
+        return found
+
+
+@dataclass
+class DecodeState:
+    """One decode (or continuation) forward over a cache that holds reduced layers."""
+
+    record: CacheRecord
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallStats:
+    """What the last prefill (or training) forward did.
+
+    Attributes:
+        visual_tokens: ``[layer][sample]`` visual tokens each decoder layer processed.
+        num_visual: visual tokens of each sample at the input.
+        dense_flops: per sample, paper-convention prefill FLOPs of the visual tokens without reduction
+            (``sum over layers of 4nd^2 + 2n^2d + 3ndm``).
+        flops: the same with the reduction applied.
+        sequence_lengths: ``[layer]`` slots (batch width, incl. text and fillers) each layer ran on.
+    """
+
+    visual_tokens: list[list[int]]
+    num_visual: list[int]
+    dense_flops: list[float]
+    flops: list[float]
+    sequence_lengths: list[int]
+
+    @property
+    def flops_saved(self) -> float:
+        """Fraction of the dense visual-token FLOPs saved over the batch (0 when there is nothing to save)."""
+        dense = sum(self.dense_flops)
+        return 1.0 - sum(self.flops) / dense if dense else 0.0
+
+    @property
+    def average_visual_tokens(self) -> list[float]:
+        """Mean visual tokens per layer, per sample."""
+        layers = len(self.visual_tokens)
+        return [sum(col) / layers for col in zip(*self.visual_tokens)] if layers else []
+
+
+def last_true(mask: Tensor) -> Tensor:
+    """``(B,)`` index of the last True of each row (0 for an all-False row)."""
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)

@@ -1,0 +1,70 @@
+"""Plugin hook specifications: the contract between tokenprune and its plugins.
+
+Built-in strategies and adapters use exactly these hooks, registered through the ``tokenprune``
+entry-point group in ``pyproject.toml``, so a third-party package is a first-class citizen:
+
+```toml
+[project.entry-points.tokenprune]
+mymethod = "tokenprune_mymethod"
+```
+
+Hooks are for discovery only; nothing calls pluggy inside a forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .adapters.base import Adapter
+    from .config import StrategyConfig
+    from .interfaces import Strategy
+
+__all__ = ["hookspec", "hookimpl", "RegisterStrategy", "RegisterAdapter"]
+
+hookspec = pluggy.HookspecMarker("tokenprune")
+hookimpl = pluggy.HookimplMarker("tokenprune")
+
+
+class RegisterStrategy(Protocol):
+    """The ``register`` callback handed to `tokenprune_register_strategies`."""
+
+    def __call__(
+        self,
+        name: str,
+        config_cls: type[StrategyConfig],
+        build: Callable[[StrategyConfig], Strategy],
+        *,
+        aliases: Sequence[str] = (),
+        description: str = "",
+    ) -> None: ...
+
+
+class RegisterAdapter(Protocol):
+    """The ``register`` callback handed to `tokenprune_register_adapters`."""
+
+    def __call__(self, adapter: Adapter) -> None: ...
+
+
+@hookspec
+def tokenprune_register_strategies(register: RegisterStrategy) -> None:
+    """Register token-reduction strategies.
+
+    Call ``register(name, config_cls, build, aliases=(), description="")`` once per strategy.
+    ``name`` is lowercase (``[a-z][a-z0-9_]*``) and unique across all plugins; ``config_cls`` is a
+    `tokenprune.StrategyConfig` subclass that validates the user's options; ``build`` receives a
+    validated config and returns a `tokenprune.Strategy`.
+    """
+
+
+@hookspec
+def tokenprune_register_adapters(register: RegisterAdapter) -> None:
+    """Register model adapters.
+
+    Call ``register(adapter)`` with an `tokenprune.adapters.base.Adapter` instance. An adapter
+    says *where* things are in one model family (decoder layers, visual token ids, rotary
+    module); it never says what to do with them.
+    """

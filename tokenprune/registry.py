@@ -1,0 +1,172 @@
+"""The plugin registry: strategies and adapters contributed through the ``tokenprune`` hooks.
+
+Plugins are loaded once, lazily (on the first `wrap` or `list_strategies`), from the
+``tokenprune`` entry-point group. Built-ins come through the same group, so they are found the same
+way a third-party package is. Tests build private registries with ``Registry.load(...)``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from . import hookspecs
+from .config import StrategyConfig
+from .errors import RegistrationError, UnknownStrategyError, UnsupportedModelError
+from .interfaces import Strategy
+
+if TYPE_CHECKING:
+    from .adapters.base import Adapter
+
+__all__ = ["Registry", "StrategySpec", "AdapterSpec", "get_registry", "reset_registry"]
+
+ENTRY_POINT_GROUP = "tokenprune"
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy: its name, config class, builder and where it came from."""
+
+    name: str
+    config_cls: type[StrategyConfig]
+    build: Callable[[StrategyConfig], Strategy]
+    source: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """A registered adapter and where it came from."""
+
+    adapter: Adapter
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+
+@dataclass
+class Registry:
+    """Strategies and adapters by name."""
+
+    strategies: dict[str, StrategySpec] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)
+    adapters: dict[str, AdapterSpec] = field(default_factory=dict)
+
+    # -- loading ------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, *, entry_points: bool = True, plugins: Iterable[object] = ()) -> Registry:
+        """Build a registry from the entry-point group and/or explicit plugin objects (modules)."""
+        pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        pm.add_hookspecs(hookspecs)
+        if entry_points:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        for plugin in plugins:
+            pm.register(plugin)
+        pm.check_pending()  # a misspelled tokenprune_* hook name fails loudly
+        sources = {pm.get_name(p): _dist_name(d) for p, d in pm.list_plugin_distinfo()}
+        registry = cls()
+        for impl in pm.hook.tokenprune_register_strategies.get_hookimpls():
+            source = sources.get(impl.plugin_name, impl.plugin_name)
+            impl.function(register=registry._strategy_registrar(source))
+        for impl in pm.hook.tokenprune_register_adapters.get_hookimpls():
+            source = sources.get(impl.plugin_name, impl.plugin_name)
+            impl.function(register=registry._adapter_registrar(source))
+        return registry
+
+    def _strategy_registrar(self, source: str) -> hookspecs.RegisterStrategy:
+        def register(
+            name: str,
+            config_cls: type[StrategyConfig],
+            build: Callable[[StrategyConfig], Strategy],
+            *,
+            aliases: Sequence[str] = (),
+            description: str = "",
+        ) -> None:
+            for key in (name, *aliases):
+                _check_name(key, "strategy")
+                owner = self.strategies.get(key) or self.strategies.get(self.aliases.get(key, ""))
+                if owner is not None:
+                    raise RegistrationError(
+                        f"Strategy name {key!r} from {source} is already registered by {owner.source}."
+                    )
+            if not (isinstance(config_cls, type) and issubclass(config_cls, StrategyConfig)):
+                raise RegistrationError(f"Strategy {name!r} from {source}: config_cls must subclass StrategyConfig.")
+            self.strategies[name] = StrategySpec(name, config_cls, build, source, tuple(aliases), description)
+            self.aliases.update({alias: name for alias in aliases})
+
+        return register
+
+    def _adapter_registrar(self, source: str) -> hookspecs.RegisterAdapter:
+        def register(adapter: Adapter) -> None:
+            _check_name(adapter.name, "adapter")
+            if adapter.name in self.adapters:
+                owner = self.adapters[adapter.name].source
+                raise RegistrationError(f"Adapter {adapter.name!r} from {source} is already registered by {owner}.")
+            self.adapters[adapter.name] = AdapterSpec(adapter, source)
+
+        return register
+
+    # -- lookups ------------------------------------------------------------------------------
+    def strategy(self, name: str) -> StrategySpec:
+        """The spec registered under ``name`` or one of its aliases."""
+        key = self.aliases.get(name, name)
+        if key not in self.strategies:
+            raise UnknownStrategyError(name, [*self.strategies, *self.aliases])
+        return self.strategies[key]
+
+    def build(self, name: str, **options: Any) -> Strategy:
+        """Validate ``options`` with the strategy's config class and build the strategy.
+
+        Raises:
+            UnknownStrategyError: ``name`` is not registered (the message lists the known names).
+            pydantic.ValidationError: an option is invalid (the message names it and why).
+        """
+        spec = self.strategy(name)
+        config = spec.config_cls(**options)
+        return spec.build(config)
+
+    def adapter_for(self, model: object) -> Adapter:
+        """The first registered adapter that matches ``model``."""
+        for spec in self.adapters.values():
+            if spec.adapter.matches(model):
+                return spec.adapter
+        supported = [t for spec in self.adapters.values() for t in spec.adapter.model_types]
+        raise UnsupportedModelError(model, supported)
+
+
+def _check_name(name: str, kind: str) -> None:
+    if not _NAME.match(name):
+        raise RegistrationError(f"Invalid {kind} name {name!r}: use lowercase letters, digits and '_' ([a-z][a-z0-9_]*).")
+
+
+def _dist_name(dist: Any) -> str:
+    try:
+        return f"{dist.metadata['name']} {dist.version}"
+    except Exception:  # pragma: no cover - exotic distribution objects
+        return str(getattr(dist, "project_name", dist))
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, loaded from the entry-point group on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = Registry.load()
+    return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (the next lookup reloads the entry points)."""
+    global _REGISTRY
+    _REGISTRY = None
+
