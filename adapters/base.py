@@ -95,8 +95,15 @@ class Adapter(ABC):
         """
 
     def has_visual_inputs(self, kwargs: dict[str, Any]) -> bool:
-        """Whether a forward call carries images or videos (``pixel_values*`` keyword arguments)."""
-        return any(key.startswith("pixel_values") and value is not None for key, value in kwargs.items())
+        """Whether a forward call carries images or videos.
+
+        Either raw ``pixel_values*`` arguments, or ``mm_encoder_outputs``: transformers 5.x
+        ``generate`` encodes the images once and passes the encoder outputs to the prefill.
+        """
+        if any(key.startswith("pixel_values") and value is not None for key, value in kwargs.items()):
+            return True
+        encoded = kwargs.get("mm_encoder_outputs")
+        return bool(encoded) and any(value is not None for value in encoded.values())
 
     def visual_mask(self, stack: DecoderStack, input_ids: Tensor | None, inputs_embeds: Tensor | None) -> Tensor:
         """``(B, L)`` True at visual placeholder positions.

@@ -65,6 +65,15 @@ class WrapHandle:
         final = self._engine.final
         return None if final is None else (final[1].idx, final[1].valid)
 
+    def selection(self) -> list[tuple[int, Any, Any]]:
+        """Per stage of the last prefill: ``(first_layer, positions, valid)``.
+
+        ``positions`` (``(B, n)``) are the original positions of the slots layers from
+        ``first_layer`` on hold; ``valid`` is False for filler slots. Stage 0 is the full sequence.
+        Useful to visualise which patches survived, or to replay a selection.
+        """
+        return [(stage.layer, stage.idx, stage.valid) for stage in self._engine.stages]
+
     @property
     def active(self) -> bool:
         return getattr(self.model, HANDLE_ATTR, None) is self

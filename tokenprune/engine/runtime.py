@@ -65,6 +65,7 @@ class Engine:
         self.layers = strategy.scheduler.resolve_layers(self.stack.num_layers)
         self.stats: CallStats | None = None
         self.final: tuple[int, Stage] | None = None
+        self.stages: list[Stage] = []
         self._state: ForwardState | DecodeState | None = None
         self._labels: Tensor | None = None
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -132,9 +133,11 @@ class Engine:
 
     def _on_vlm(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         labels, self._labels = self._labels, None
-        self._state, self.final = None, None
+        self._state = None
         cache = kwargs.get("past_key_values")
         self._check_backend(cache)
+        if cache is None or cache.get_seq_length() == 0:
+            self.final, self.stages = None, []  # a new prompt: forget the previous one's selection
         if not self.adapter.has_visual_inputs(kwargs):
             # Placeholder ids without images are plain text to the model (e.g. a generated id).
             self._state = self._decode_state(cache)
@@ -162,6 +165,7 @@ class Engine:
         if isinstance(state, ForwardState):
             self.stats = self._stats(state)
             self.final = (state.length, state.current) if len(state.stages) > 1 else None
+            self.stages = list(state.stages)
         self._state = None
 
     @staticmethod
