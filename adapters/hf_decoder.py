@@ -62,7 +62,8 @@ class HFDecoderAdapter(Adapter):
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
-        cos, sin = (t.to(device) for t in position_embeddings)
+        # Without position_ids transformers builds (1, n, head_dim) tables shared by the batch.
+        cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
         cos_q = cos.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
         sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb

@@ -18,6 +18,16 @@ from tokenprune.interfaces import ScoreContext, Scorer
 
 Selection = list[tuple[int, Tensor, Tensor]]
 
+MEASURED: dict[str, dict[str, float]] = {}
+"""check -> cell -> largest difference measured (reported by conftest's terminal summary)."""
+
+
+def record(check: str, cell: str, value: float) -> float:
+    """Remember the largest ``value`` seen for ``check`` in ``cell``; return it."""
+    cells = MEASURED.setdefault(check, {})
+    cells[cell] = max(cells.get(cell, 0.0), value)
+    return value
+
 
 def layer_visibility(selection: Selection, length: int, num_layers: int) -> list[Tensor]:
     """``[layer] -> (B, length)`` True where a token is still present (a visible key) at that layer."""

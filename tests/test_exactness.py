@@ -25,6 +25,7 @@ import tokenprune
 import tiny_models as tm
 from exactness import (
     LogitTap,
+    record,
     RecordingScorer,
     at_positions,
     last_positions,
@@ -50,11 +51,11 @@ def _model(family: str, attn: str):
 
 @pytest.fixture
 def case(request):
-    """(model, inputs, tolerance) for a (family, attn, layout) cell; the model is unwrapped afterwards."""
+    """(model, inputs, tolerance, cell name) for a (family, attn, layout) cell; the model is unwrapped afterwards."""
     family, attn, layout = request.param
     model = _model(family, attn)
     inputs = tm.FAMILIES[family][1](model, layout=layout)
-    yield model, inputs, BACKENDS[attn][1]
+    yield model, inputs, BACKENDS[attn][1], f"{family}-{attn}-{layout}"
     if isinstance(getattr(model, "tokenprune", None), tokenprune.WrapHandle):
         tokenprune.unwrap(model)
     model.eval()
@@ -84,11 +85,13 @@ def max_diff(a, b) -> float:
 # -- 1. identity ------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
 def test_keep_all_is_bitwise_identity(case):
-    model, inputs, _ = case
+    model, inputs, _, cell = case
     ref_logits = model(**inputs).logits
     ref_ids, ref_steps = generate(model, inputs)
     tokenprune.wrap(model, "pyramiddrop", ratio=1.0)
-    assert torch.equal(model(**inputs).logits, ref_logits)
+    logits = model(**inputs).logits
+    record("identity (keep-all)", cell, max_diff(logits, ref_logits))
+    assert torch.equal(logits, ref_logits)
     ids, steps = generate(model, inputs)
     assert torch.equal(ids, ref_ids)
     assert all(torch.equal(a, b) for a, b in zip(steps, ref_steps))
@@ -96,7 +99,7 @@ def test_keep_all_is_bitwise_identity(case):
 
 @pytest.mark.parametrize("case", cells(["mixed"]), indirect=True)
 def test_unwrap_after_pruned_run_is_bitwise_identity(case):
-    model, inputs, _ = case
+    model, inputs, _, cell = case
     ref_logits = model(**inputs).logits
     ref_ids, _ = generate(model, inputs)
     tokenprune.wrap(model, "pyramiddrop")
@@ -124,7 +127,7 @@ def _extend(inputs, ids):
 @pytest.mark.parametrize("positions", ["keep", "compact"])
 @pytest.mark.parametrize("case", cells(GEN_LAYOUTS), indirect=True)
 def test_cached_decode_equals_uncached_replay(case, positions):
-    model, inputs, tol = case
+    model, inputs, tol, cell = case
     tokenprune.wrap(model, "pyramiddrop", positions=positions)
     ids, steps = generate(model, inputs)
     selection = model.tokenprune.selection()
@@ -145,13 +148,13 @@ def test_cached_decode_equals_uncached_replay(case, positions):
     kept = model.tokenprune.kept_positions()
     last = last_positions(inputs["attention_mask"])
     for t, step in enumerate(steps):
-        assert max_diff(at_positions(logits, kept, last + t), step) <= tol
+        assert record(f"cache ({positions})", cell, max_diff(at_positions(logits, kept, last + t), step)) <= tol
 
 
 # -- 3. batch invariance ----------------------------------------------------------------------
 @pytest.mark.parametrize("case", cells(["left_padded", "mixed"]), indirect=True)
 def test_batch_invariance(case):
-    model, inputs, tol = case
+    model, inputs, tol, cell = case
     tokenprune.wrap(model, "pyramiddrop")
     batch_logits = model(**inputs).logits
     batch_kept = model.tokenprune.kept_positions()
@@ -164,11 +167,12 @@ def test_batch_invariance(case):
         kept = model.tokenprune.kept_positions()
         last = last_positions(alone["attention_mask"])
         mine = at_positions(batch_logits, batch_kept, batch_last)[i]
-        assert max_diff(mine, at_positions(logits, kept, last)[0]) <= tol, f"row {i} prefill"
+        diff = record("batch invariance", cell, max_diff(mine, at_positions(logits, kept, last)[0]))
+        assert diff <= tol, f"row {i} prefill"
         ids, steps = generate(model, alone)
         assert torch.equal(ids[0, -NEW_TOKENS:], batch_ids[i, -NEW_TOKENS:]), f"row {i} generated ids"
         for t, (a, b) in enumerate(zip(batch_steps, steps)):
-            assert max_diff(a[i], b[0]) <= tol, f"row {i} decode step {t}"
+            assert record("batch invariance", cell, max_diff(a[i], b[0])) <= tol, f"row {i} decode step {t}"
 
 
 # -- 4. masked reference ----------------------------------------------------------------------
@@ -183,7 +187,7 @@ def _masked_reference(model, inputs, selection, **kwargs):
 
 @pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
 def test_dropping_equals_masked_reference(case):
-    model, inputs, tol = case
+    model, inputs, tol, cell = case
     tokenprune.wrap(model, "pyramiddrop")
     logits = model(**inputs).logits
     selection = model.tokenprune.selection()
@@ -192,7 +196,7 @@ def test_dropping_equals_masked_reference(case):
     reference = _masked_reference(model, inputs, selection).logits
     ref = reference.gather(1, idx.unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
     diff = (logits - ref).abs().amax(-1)[valid]
-    assert diff.numel() > 0 and diff.max().item() <= tol
+    assert diff.numel() > 0 and record("masked reference", cell, diff.max().item()) <= tol
     # Negative control: the unmasked full model disagrees, so the check has teeth.
     plain = model(**inputs).logits.gather(1, idx.unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
     assert (logits - plain).abs().amax(-1)[valid].max().item() > 1e3 * tol
@@ -209,7 +213,7 @@ def _loss_and_grads(model, inputs):
 
 @pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
 def test_training_matches_masked_reference(case):
-    model, inputs, tol = case
+    model, inputs, tol, cell = case
     inputs = tm.add_labels(inputs)
     model.train()
     tokenprune.wrap(model, "pyramiddrop")
@@ -225,10 +229,11 @@ def test_training_matches_masked_reference(case):
             h.remove()
     assert torch.isfinite(loss)
     # The loss upcasts logits to float32 (transformers' ForCausalLMLoss), hence the float32 tolerance.
-    assert abs(loss.item() - ref_loss.item()) <= max(tol, 1e-6) * max(1.0, abs(ref_loss.item()))
+    delta = record("training loss", cell, abs(loss.item() - ref_loss.item()))
+    assert delta <= max(tol, 1e-6) * max(1.0, abs(ref_loss.item()))
     assert grads.keys() == ref_grads.keys()
     scale = max(g.abs().max().item() for g in ref_grads.values())
-    worst = max(max_diff(grads[n], ref_grads[n]) for n in grads)
+    worst = record("training grads", cell, max(max_diff(grads[n], ref_grads[n]) for n in grads))
     assert worst <= max(tol, 1e-6) * max(1.0, scale)
     vision = [g for n, g in grads.items() if "vision_tower" in n]
     assert vision and sum(g.abs().sum().item() for g in vision) > 0
@@ -236,7 +241,7 @@ def test_training_matches_masked_reference(case):
 
 @pytest.mark.parametrize("case", cells(["mixed"]), indirect=True)
 def test_gradient_checkpointing_is_identical(case):
-    model, inputs, tol = case
+    model, inputs, tol, cell = case
     inputs = tm.add_labels(inputs)
     model.train()
     tokenprune.wrap(model, "pyramiddrop")
@@ -250,7 +255,7 @@ def test_gradient_checkpointing_is_identical(case):
         assert torch.equal(loss, gc_loss)
         # Not bitwise: transformers itself differs by ~1e-16 with GC on/off on OneVision's vision
         # tower (gradient accumulation order), unwrapped too.
-        assert max(max_diff(grads[n], gc_grads[n]) for n in grads) <= tol
+        assert record("grad checkpointing", cell, max(max_diff(grads[n], gc_grads[n]) for n in grads)) <= tol
 
 
 def test_training_query_is_token_before_each_answer_span():
@@ -293,7 +298,8 @@ def test_scores_equal_eager_attention(family, layout):
     expected = eager[rows, :, last].mean(1)
     score, positions = recorder.seen[2]
     has_visual = inputs["input_ids"].eq(tm.IMAGE_ID).any(1)
-    assert max_diff(score[has_visual], expected[has_visual]) <= 1e-6
+    cell = f"{family}-eager-{layout}"
+    assert record("scores vs eager (full)", cell, max_diff(score[has_visual], expected[has_visual])) <= 1e-6
 
     # (b) already shrunk: the scorer at layer 4 (after a drop at 2) vs. layer 4's eager attention of a
     # model that drops only at 2 (same selection, so layer 4 sees the same sequence).
@@ -307,4 +313,19 @@ def test_scores_equal_eager_attention(family, layout):
     expected = attn4[rows, :, slot].mean(1)
     score, positions = recorder.seen[4]
     assert torch.equal(positions, idx)
-    assert max_diff(score[has_visual], expected[has_visual]) <= 1e-6
+    assert record("scores vs eager (shrunk)", cell, max_diff(score[has_visual], expected[has_visual])) <= 1e-6
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_without_position_ids(family):
+    """transformers shares one (1, L) rotary table across the batch when no position_ids are given."""
+    model = _model(family, "sdpa")
+    inputs = tm.FAMILIES[family][1](model, layout="right_padded")
+    inputs.pop("position_ids")
+    reference = model(**inputs).logits
+    with tokenprune.pruned(model, "pyramiddrop", ratio=1.0):
+        assert torch.equal(model(**inputs).logits, reference)
+    with tokenprune.pruned(model, "pyramiddrop") as handle:
+        logits = model(**inputs).logits
+        assert handle.stats.visual_tokens[-1] == [v // 8 for v in handle.stats.num_visual]
+    assert torch.isfinite(logits).all()

@@ -124,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     options = dict(args.option or [])
     try:
-        result = demo.run(args.strategy, options, args.max_new_tokens, args.repeats, args.seed)
+        result = demo.run(args.strategy, options, args.max_new_tokens, args.repeats, args.seed, args.threads or None)
     except ValidationError as exc:
         raise CliError(_validation_message(exc, args.strategy)) from None
     print(render_demo(result))
@@ -187,11 +187,14 @@ def _flops_section(r: dict[str, Any]) -> str:
         ["model", "layers", "drop before", "dense", r["strategy"], "saved"],
         [f"this demo model (batch of {r['model']['batch']})", r["model"]["layers"], _layers(r["layers"]),
          f"{demo['dense'] / 1e9:.2f} GFLOPs", f"{demo['pruned'] / 1e9:.2f} GFLOPs", f"{demo['saved_percent']:.1f}%"],
-        [f"{big['model']} (1 image)", 32, _layers(big["layers"]), f"{big['dense_tflops']:.2f} TFLOPs",
-         f"{big['pruned_tflops']:.2f} TFLOPs", f"{big['saved_percent']:.1f}%"],
+        [f"{big['model']} (1 image)", big["num_layers"], _layers(big["layers"]),
+         f"{big['dense_tflops']:.2f} TFLOPs", f"{big['pruned_tflops']:.2f} TFLOPs", f"{big['saved_percent']:.1f}%"],
     ]  # fmt: skip
     title = "Visual-token prefill FLOPs (paper convention: sum over layers of 4nd^2 + 2n^2d + 3ndm)"
-    note = "  (LLaVA-1.5-7B row: the same schedule resolved on 32 layers, d=4096, m=11008, 576 tokens)"
+    note = (
+        f"  ({big['model']} row: the same schedule resolved on its {big['num_layers']} layers, "
+        f"d={big['hidden']}, m={big['intermediate']}, {big['visual_tokens']} visual tokens)"
+    )
     return f"{title}\n{format_table(rows)}\n{note}"
 
 
@@ -204,7 +207,7 @@ def _timing_section(r: dict[str, Any]) -> str:
     ]
     title = (
         f"Prefill wall time, median of {t['repeats']} runs: tiny random model on CPU "
-        f"({r['threads']} threads), an illustration, not a benchmark"
+        f"({_plural(r['threads'], 'thread', 'threads')}), an illustration, not a benchmark"
     )
     return f"{title}\n{format_table(rows)}"
 
@@ -227,11 +230,19 @@ def _generation_section(r: dict[str, Any]) -> str:
 
 
 # -- entry point ------------------------------------------------------------------------------
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum`` (a clear usage error instead of a torch traceback)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,9 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--option", action="append", type=parse_option, metavar="KEY=VALUE",
         help="strategy option, value read as JSON when possible (repeatable), e.g. ratio=0.3",
     )  # fmt: skip
-    demo.add_argument("--max-new-tokens", type=_positive, default=8, metavar="N", help="greedy tokens (default: 8)")
-    demo.add_argument("--repeats", type=_positive, default=5, metavar="N", help="timed prefills each (default: 5)")
+    demo.add_argument("--max-new-tokens", type=_at_least(1), default=8, metavar="N", help="greedy tokens (default: 8)")
+    demo.add_argument("--repeats", type=_at_least(1), default=5, metavar="N", help="timed prefills each (default: 5)")
     demo.add_argument("--seed", type=int, default=0, help="weights, prompts and pixels (default: 0)")
+    demo.add_argument(
+        "--threads", type=_at_least(0), default=1, metavar="N",
+        help="torch CPU threads (default: 1, robust on busy machines; 0 = torch's default)",
+    )  # fmt: skip
     demo.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -195,8 +195,7 @@ def generations(model: nn.Module, inputs: dict, strategy: str, options: dict, n:
 
 def demo_flops(stats) -> dict[str, float]:
     """Paper-convention visual-token FLOPs of the demo prefill, summed over the batch."""
-    dense, flops = sum(stats.dense_flops), sum(stats.flops)
-    return {"dense": dense, "pruned": flops, "saved_percent": 100.0 * (1.0 - flops / dense)}
+    return {"dense": sum(stats.dense_flops), "pruned": sum(stats.flops), "saved_percent": 100.0 * stats.flops_saved}
 
 
 def llava_7b_flops(scheduler) -> dict[str, Any]:
@@ -210,7 +209,9 @@ def llava_7b_flops(scheduler) -> dict[str, Any]:
     tokens = [row[0] for row in schedule.tokens_per_layer()]
     dense, flops = stack_flops([n] * layers, d, m), stack_flops(tokens, d, m)
     return {
-        "model": LLAVA_7B["name"], "layers": list(schedule.layers), "keep": [row[0] for row in schedule.keep],
+        "model": LLAVA_7B["name"], "num_layers": layers, "hidden": d, "intermediate": m, "visual_tokens": n,
+        "layers": list(schedule.layers),
+        "keep": [row[0] for row in schedule.keep],
         "dense_tflops": dense / 1e12, "pruned_tflops": flops / 1e12, "saved_percent": 100.0 * (1.0 - flops / dense),
     }  # fmt: skip
 
@@ -236,12 +237,27 @@ def run(
     max_new_tokens: int = 8,
     repeats: int = 5,
     seed: int = 0,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Everything the demo reports, as JSON-ready data (see `tokenprune.cli` for the rendering)."""
-    import transformers
+    """Everything the demo reports, as JSON-ready data (see `tokenprune.cli` for the rendering).
 
+    ``threads`` (torch intra-op threads, ``None`` = leave as is) defaults to 1: the demo's matrices
+    are too small to gain much from threads, while threads spin-waiting for a core on a busy machine
+    (CI, shared boxes) made the run up to 10x slower. The previous setting is restored afterwards.
+    """
     options = dict(options or {})
     check_options(strategy, options)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        return _measure(strategy, options, max_new_tokens, repeats, seed)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _measure(strategy: str, options: dict[str, Any], max_new_tokens: int, repeats: int, seed: int) -> dict[str, Any]:
+    import transformers
+
     model = build_model(seed)
     inputs = build_inputs(model, seed)
     result: dict[str, Any] = {
