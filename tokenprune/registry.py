@@ -7,6 +7,7 @@ way a third-party package is. Tests build private registries with ``Registry.loa
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -66,12 +67,12 @@ class Registry:
         """Build a registry from the entry-point group and/or explicit plugin objects (modules)."""
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
+        sources: dict[str, str] = {}
         if entry_points:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+            sources.update(_load_entry_points(pm))
         for plugin in plugins:
             pm.register(plugin)
         pm.check_pending()  # a misspelled tokenprune_* hook name fails loudly
-        sources = {pm.get_name(p): _dist_name(d) for p, d in pm.list_plugin_distinfo()}
         registry = cls()
         for impl in pm.hook.tokenprune_register_strategies.get_hookimpls():
             source = sources.get(impl.plugin_name, impl.plugin_name)
@@ -140,6 +141,25 @@ class Registry:
                 return spec.adapter
         supported = [t for spec in self.adapters.values() for t in spec.adapter.model_types]
         raise UnsupportedModelError(model, supported)
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
+    """Register every ``tokenprune`` entry point under ``"<distribution>:<entry point>"``.
+
+    pluggy's own loader keys plugins by entry-point name alone and silently skips a second one of
+    the same name, so a third-party ``pyramiddrop`` entry point would shadow (or be shadowed by) the
+    built-in without a word. Distinct plugin names let both register, and the registry's duplicate
+    check then names the clash.
+    """
+    sources = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        name = f"{dist.name if dist is not None else '?'}:{ep.name}"
+        if pm.get_plugin(name) is not None or pm.is_blocked(name):
+            continue  # the same distribution seen twice on sys.path
+        pm.register(ep.load(), name=name)
+        sources[name] = _dist_name(dist) if dist is not None else ep.value
+    return sources
 
 
 def _check_name(name: str, kind: str) -> None:

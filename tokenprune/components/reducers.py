@@ -16,8 +16,12 @@ def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Tensor:
     A stable sort makes ties resolve to the earlier slot, so a row's choice never depends on the
     other rows of the batch (batch invariance) nor on the sort kernel.
     """
-    masked = scores.float().masked_fill(~candidates, float("-inf"))
+    # Full precision: float64 scores must not tie at float32 resolution.
+    masked = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~candidates, float("-inf"))
     order = torch.sort(masked, dim=-1, descending=True, stable=True).indices
+    # Candidates before non-candidates, even a candidate scored -inf (a log-space scorer may emit it).
+    first = torch.sort((~candidates).gather(-1, order).int(), dim=-1, stable=True).indices
+    order = order.gather(-1, first)
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
     return (rank < n_keep.to(rank.device).unsqueeze(-1)) & candidates

@@ -124,12 +124,13 @@ class Engine:
 
     # -- model-level hooks --------------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._labels = kwargs.get("labels")
+        self._labels = None
         if isinstance(kwargs.get("logits_to_keep"), Tensor) and self.adapter.has_visual_inputs(kwargs):
             raise UnsupportedFeatureError(
                 "A tensor-valued `logits_to_keep` indexes original positions, which no longer exist after "
                 "tokens are removed. Pass an int (e.g. logits_to_keep=1) or unwrap the model."
             )
+        self._labels = kwargs.get("labels")
 
     def _on_vlm(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         labels, self._labels = self._labels, None
