@@ -68,6 +68,14 @@ class Adapter(ABC):
     def check(self, model: nn.Module) -> None:
         """Raise a clear error for a model of this family that the adapter cannot handle."""
 
+    def min_reduction_layer(self, model: nn.Module) -> tuple[int, str]:
+        """The earliest layer that may see fewer tokens, and why (for the error message).
+
+        Layer 0 never shrinks (transformers reads positions and mask sizes from cache layer 0);
+        a family that injects visual features into its first layers raises this bound.
+        """
+        return 1, "layer 0 always sees every token"
+
     @abstractmethod
     def locate(self, model: nn.Module) -> DecoderStack:
         """Find the parts of ``model`` the engine needs."""

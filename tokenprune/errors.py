@@ -46,13 +46,16 @@ class UnknownStrategyError(TokenpruneError, KeyError):
 class UnsupportedModelError(TokenpruneError, TypeError):
     """No registered adapter knows how to reach the decoder stack of this model."""
 
-    def __init__(self, model: object, supported: Iterable[str]):
+    def __init__(self, model: object, supported: Iterable[str], hint: str = ""):
         kind = getattr(getattr(model, "config", None), "model_type", None)
         what = f"{type(model).__name__} (model_type={kind!r})" if kind else type(model).__name__
+        hint = hint or (
+            "Wrap the full *ForConditionalGeneration model, or register an adapter for this family "
+            "(see docs: 'Add an adapter')."
+        )
         super().__init__(
             f"No tokenprune adapter supports {what}. Supported model types: "
-            f"{', '.join(sorted(supported)) or '(none)'}. Wrap the full *ForConditionalGeneration model, "
-            "or register an adapter for this family (see docs: 'Add an adapter')."
+            f"{', '.join(sorted(supported)) or '(none)'}. {hint}"
         )
 
 

@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
+from torch.nn import functional as F  # noqa: N812
 
-from ..cost import stack_flops
-from ..errors import UnsupportedFeatureError
+from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .layout import select_slots
+from .loss import aligned_loss
 from .masks import decode_mask, gather_rows, prefill_mask, query_visibility
-from .state import RECORD_ATTR, CacheRecord, CallStats, DecodeState, ForwardState, Stage, last_true
+from .state import RECORD_ATTR, CacheRecord, CallStats, DecodeState, ForwardState, Stage, call_stats, last_true
 
 __all__ = ["Engine", "check_attention"]
 
@@ -63,6 +63,12 @@ class Engine:
         self.strategy = strategy
         self.stack = adapter.locate(model)
         self.layers = strategy.scheduler.resolve_layers(self.stack.num_layers)
+        earliest, why = adapter.min_reduction_layer(model)
+        if self.layers and self.layers[0] < earliest:
+            raise ScheduleError(
+                f"Reduction at layer {self.layers[0]} is too early for {type(model).__name__}: the first reduction "
+                f"layer must be >= {earliest} ({why}). Move the first boundary later."
+            )
         self.stats: CallStats | None = None
         self.final: tuple[int, Stage] | None = None
         self.stages: list[Stage] = []
@@ -106,21 +112,8 @@ class Engine:
         if not hasattr(type(head), "loss_function"):
             return
         self._saved_loss = head.__dict__.get("_loss_function", _UNSET)
-        original = head.loss_function
         self._loss_owner = head
-
-        def loss_function(logits: Tensor, labels: Tensor | None, vocab_size: int, **kwargs: Any) -> Tensor:
-            final = self.final
-            if final is None or labels is None or labels.shape[1] != final[0]:
-                return original(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
-            _, stage = final
-            shift = kwargs.pop("shift_labels", None)
-            if shift is None:  # next-token targets in ORIGINAL coordinates, then follow the kept slots
-                shift = F.pad(labels, (0, 1), value=-100)[:, 1:]
-            shift = shift.gather(1, stage.idx.to(shift.device)).masked_fill(~stage.valid.to(shift.device), -100)
-            return original(logits=logits, labels=labels, vocab_size=vocab_size, shift_labels=shift, **kwargs)
-
-        head.loss_function = loss_function
+        head.loss_function = aligned_loss(head.loss_function, lambda: self.final)
 
     # -- model-level hooks --------------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -400,17 +393,4 @@ class Engine:
 
     # -- statistics ---------------------------------------------------------------------------
     def _stats(self, state: ForwardState) -> CallStats:
-        per_layer: list[list[int]] = []
-        widths: list[int] = []
-        counts = {stage.layer: (stage.visual.sum(1).tolist(), stage.width) for stage in state.stages}
-        current: tuple[list[int], int] = counts[0]
-        for layer in range(self.stack.num_layers):
-            current = counts.get(layer, current)
-            per_layer.append(list(current[0]))
-            widths.append(current[1])
-        config = self.stack.text_config
-        d, m = int(config.hidden_size), int(config.intermediate_size)
-        num_visual = list(per_layer[0]) if per_layer else []
-        dense = [stack_flops([n] * self.stack.num_layers, d, m) for n in num_visual]
-        pruned = [stack_flops(col, d, m) for col in zip(*per_layer)]
-        return CallStats(per_layer, num_visual, dense, pruned, widths)
+        return call_stats(state.stages, self.stack.num_layers, self.stack.text_config)

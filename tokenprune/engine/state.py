@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cost import stack_flops
 from ..schedule import Schedule
 
-__all__ = ["Stage", "ForwardState", "CacheRecord", "CallStats", "RECORD_ATTR"]
+__all__ = ["Stage", "ForwardState", "CacheRecord", "DecodeState", "CallStats", "call_stats", "RECORD_ATTR"]
 
 RECORD_ATTR = "_tokenprune_record"
 """Attribute under which the engine stores a `CacheRecord` on a transformers ``Cache``."""
@@ -134,3 +135,20 @@ def last_true(mask: Tensor) -> Tensor:
     """``(B,)`` index of the last True of each row (0 for an all-False row)."""
     positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
     return torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)
+
+
+def call_stats(stages: list[Stage], num_layers: int, text_config: Any) -> CallStats:
+    """Summarise one forward's stages: visual tokens and slots per layer, paper-convention FLOPs."""
+    counts = {stage.layer: (stage.visual.sum(1).tolist(), stage.width) for stage in stages}
+    per_layer: list[list[int]] = []
+    widths: list[int] = []
+    current = counts[0]
+    for layer in range(num_layers):
+        current = counts.get(layer, current)
+        per_layer.append(list(current[0]))
+        widths.append(current[1])
+    d, m = int(text_config.hidden_size), int(text_config.intermediate_size)
+    num_visual = list(per_layer[0]) if per_layer else []
+    dense = [stack_flops([n] * num_layers, d, m) for n in num_visual]
+    pruned = [stack_flops(col, d, m) for col in zip(*per_layer)]
+    return CallStats(per_layer, num_visual, dense, pruned, widths)

@@ -1,0 +1,44 @@
+"""InternVL, HF-native checkpoints (``InternVLForConditionalGeneration``, Qwen2 or Llama text stack).
+
+``<IMG_CONTEXT>`` tokens are visual; ``<img>`` / ``</img>`` are text. All tiles of all images of a
+sample form one pool. Remote-code checkpoints (``trust_remote_code``, ``model_type="internvl_chat"``)
+have another layout (InternLM2 fused ``wqkv``, RoPE inside attention) and get a clear error.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from ..hookspecs import RegisterAdapter, hookimpl
+from .hf_decoder import HFDecoderAdapter
+
+__all__ = ["InternVLAdapter"]
+
+
+class InternVLAdapter(HFDecoderAdapter):
+    """`InternVLForConditionalGeneration` (the ``-hf`` checkpoints)."""
+
+    name = "internvl"
+    model_types = ("internvl",)
+    visual_token_attrs = ("image_token_id",)
+
+    def matches(self, model: object) -> bool:
+        # Also claim remote-code InternVL, so that `check` can point its users to the -hf checkpoint.
+        kind = getattr(getattr(model, "config", None), "model_type", None)
+        return super().matches(model) or kind == "internvl_chat"
+
+    def check(self, model: nn.Module) -> None:
+        if model.config.model_type == "internvl_chat":
+            raise UnsupportedModelError(
+                model,
+                ["internvl (HF-native)"],
+                hint="Remote-code InternVL (trust_remote_code) is not supported: load the HF-native "
+                "'-hf' checkpoint of the same model (e.g. OpenGVLab/InternVL3-1B-hf) with "
+                "InternVLForConditionalGeneration.",
+            )
+
+
+@hookimpl
+def tokenprune_register_adapters(register: RegisterAdapter) -> None:
+    register(InternVLAdapter())
