@@ -237,7 +237,8 @@ def test_unsupported_model_raises_listing_llava():
         tokenprune.wrap(tiny_llama())
     msg = str(err.value)
     assert "No tokenprune adapter supports LlamaForCausalLM (model_type='llama')" in msg
-    assert "Supported model types: llava, llava_next, llava_onevision" in msg
+    expected = "internvl, llava, llava_next, llava_onevision, qwen2_5_vl, qwen2_vl, qwen3_vl"
+    assert f"Supported model types: {expected}." in msg
 
     with pytest.raises(UnsupportedModelError, match=r"No tokenprune adapter supports Linear\. Supported .*llava"):
         tokenprune.wrap(nn.Linear(2, 2))
