@@ -35,10 +35,11 @@ from exactness import (
 from tokenprune import Strategy
 from tokenprune.components import QueryAttentionScorer, StageScheduler, TopKDrop
 
-FAMILIES = ["llava", "llava_next", "llava_onevision"]
+FAMILIES = list(tm.FAMILIES)
 BACKENDS = {"sdpa": (torch.float64, 1e-10), "eager": (torch.float32, 2e-4)}
 LAYOUTS = ["single", "left_padded", "right_padded", "mixed"]
 GEN_LAYOUTS = ["single", "left_padded", "mixed"]  # generation is defined for left padding
+EXTRA_LAYOUTS = ["video", "multi_tile"]  # family-specific: images + videos in one batch, multi-tile images
 BOUNDARIES, RATIOS = [2, 4, 6], [0.5, 0.25, 0.125]  # the default schedule on the 8-layer tiny models
 NEW_TOKENS = 4
 
@@ -62,12 +63,19 @@ def case(request):
 
 
 def cells(layouts):
+    """Every family × backend × layout, plus each family's own extra layouts (left padded)."""
     return [
         pytest.param((f, a, l), id=f"{f}-{a}-{l}")
         for f in FAMILIES
         for a in BACKENDS
-        for l in layouts
+        for l in [*layouts, *(x for x in EXTRA_LAYOUTS if x in tm.LAYOUTS.get(f, ()))]
     ]
+
+
+def visual_rows(model, inputs):
+    """Rows that hold visual tokens, by the adapter's own visual ids."""
+    ids = tokenprune.get_registry().adapter_for(model).locate(model).visual_token_ids
+    return torch.isin(inputs["input_ids"], torch.tensor(ids)).any(1)
 
 
 def generate(model, inputs, **kwargs):
@@ -113,14 +121,21 @@ def test_unwrap_after_pruned_run_is_bitwise_identity(case):
 
 # -- 2. cache ---------------------------------------------------------------------------------
 def _extend(inputs, ids):
-    """Inputs for a no-cache forward over the prompt + all generated tokens but the last."""
+    """Inputs for a no-cache forward over the prompt + all generated tokens but the last.
+
+    Per-token inputs grow with the text: the mask with ones, token-type ids with zeros (text).
+    1-D positions continue from the mask; 3-D M-RoPE positions are left to the model to rebuild.
+    """
     length = inputs["input_ids"].shape[1]
-    full = dict(inputs)
-    full["input_ids"] = ids[:, :-1]
     extra = ids.shape[1] - 1 - length
-    mask = torch.cat([inputs["attention_mask"], torch.ones(ids.shape[0], extra, dtype=torch.long)], dim=1)
-    full["attention_mask"] = mask
-    full["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+    full = {k: v for k, v in inputs.items() if k != "position_ids"}
+    full["input_ids"] = ids[:, :-1]
+    for key, fill in (("attention_mask", 1), ("mm_token_type_ids", 0), ("token_type_ids", 0)):
+        if key in inputs:
+            tail = torch.full((ids.shape[0], extra), fill, dtype=inputs[key].dtype)
+            full[key] = torch.cat([inputs[key], tail], dim=1)
+    if inputs.get("position_ids") is not None and inputs["position_ids"].dim() == 2:
+        full["position_ids"] = (full["attention_mask"].cumsum(1) - 1).clamp(min=0)
     return full
 
 
@@ -128,6 +143,10 @@ def _extend(inputs, ids):
 @pytest.mark.parametrize("case", cells(GEN_LAYOUTS), indirect=True)
 def test_cached_decode_equals_uncached_replay(case, positions):
     model, inputs, tol, cell = case
+    if positions == "compact" and not tokenprune.get_registry().adapter_for(model).supports_compact_positions:
+        with pytest.raises(tokenprune.UnsupportedFeatureError, match="compact"):
+            tokenprune.wrap(model, "pyramiddrop", positions=positions)
+        return
     tokenprune.wrap(model, "pyramiddrop", positions=positions)
     ids, steps = generate(model, inputs)
     selection = model.tokenprune.selection()
@@ -297,7 +316,7 @@ def test_scores_equal_eager_attention(family, layout):
     eager = model(**inputs, output_attentions=True).attentions[2]  # (B, H, L, L)
     expected = eager[rows, :, last].mean(1)
     score, positions = recorder.seen[2]
-    has_visual = inputs["input_ids"].eq(tm.IMAGE_ID).any(1)
+    has_visual = visual_rows(model, inputs)
     cell = f"{family}-eager-{layout}"
     assert record("scores vs eager (full)", cell, max_diff(score[has_visual], expected[has_visual])) <= 1e-6
 
