@@ -20,6 +20,7 @@ every hook is removable.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import torch
@@ -32,7 +33,17 @@ from ..schedule import Schedule
 from .layout import select_slots
 from .loss import aligned_loss
 from .masks import decode_mask, gather_rows, prefill_mask, query_visibility
-from .state import RECORD_ATTR, CacheRecord, CallStats, DecodeState, ForwardState, Stage, call_stats, last_true
+from .state import (
+    RECORD_ATTR,
+    CacheRecord,
+    CallState,
+    CallStats,
+    DecodeState,
+    ForwardState,
+    Stage,
+    call_stats,
+    last_true,
+)
 
 __all__ = ["Engine", "check_attention"]
 
@@ -69,14 +80,34 @@ class Engine:
                 f"Reduction at layer {self.layers[0]} is too early for {type(model).__name__}: the first reduction "
                 f"layer must be >= {earliest} ({why}). Move the first boundary later."
             )
-        self.stats: CallStats | None = None
-        self.final: tuple[int, Stage] | None = None
-        self.stages: list[Stage] = []
-        self._state: ForwardState | DecodeState | None = None
-        self._labels: Tensor | None = None
+        self._local = threading.local()
+        self._latest = CallState()  # the last completed call in any thread, for readers elsewhere
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._loss_owner: nn.Module | None = None
         self._saved_loss: Any = _UNSET
+
+    # -- per-thread call state ----------------------------------------------------------------
+    @property
+    def _call(self) -> CallState:
+        call = getattr(self._local, "call", None)
+        if call is None:
+            call = self._local.call = CallState()
+        return call
+
+    @property
+    def stats(self) -> CallStats | None:
+        """What this thread's last prefill did (else the last one in any thread)."""
+        return self._call.stats if self._call.stats is not None else self._latest.stats
+
+    @property
+    def stages(self) -> list[Stage]:
+        """Stages of this thread's last prefill (else the last one in any thread)."""
+        return self._call.stages if self._call.stats is not None else self._latest.stages
+
+    @property
+    def final(self) -> tuple[int, Stage] | None:
+        """``(original length, last stage)`` of this thread's last prefill, if it removed tokens."""
+        return self._call.final
 
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
@@ -106,7 +137,7 @@ class Engine:
             else:
                 self._loss_owner.loss_function = self._saved_loss
             self._loss_owner = None
-        self._state = None
+        self._local = threading.local()
 
     def _wrap_loss(self, head: nn.Module) -> None:
         if not hasattr(type(head), "loss_function"):
@@ -117,24 +148,25 @@ class Engine:
 
     # -- model-level hooks --------------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        self._labels = None
+        self._call.labels = None
         if isinstance(kwargs.get("logits_to_keep"), Tensor) and self.adapter.has_visual_inputs(kwargs):
             raise UnsupportedFeatureError(
                 "A tensor-valued `logits_to_keep` indexes original positions, which no longer exist after "
                 "tokens are removed. Pass an int (e.g. logits_to_keep=1) or unwrap the model."
             )
-        self._labels = kwargs.get("labels")
+        self._call.labels = kwargs.get("labels")
 
     def _on_vlm(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        labels, self._labels = self._labels, None
-        self._state = None
+        call = self._call
+        labels, call.labels = call.labels, None
+        call.forward = None
         cache = kwargs.get("past_key_values")
         self._check_backend(cache)
         if cache is None or cache.get_seq_length() == 0:
-            self.final, self.stages = None, []  # a new prompt: forget the previous one's selection
+            call.final, call.stages = None, []  # a new prompt: forget the previous one's selection
         if not self.adapter.has_visual_inputs(kwargs):
             # Placeholder ids without images are plain text to the model (e.g. a generated id).
-            self._state = self._decode_state(cache)
+            call.forward = self._decode_state(cache)
             return
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         visual = self.adapter.visual_mask(self.stack, input_ids, kwargs.get("inputs_embeds"))
@@ -146,21 +178,22 @@ class Engine:
                     "continued conversation). tokenprune scores visual tokens in one prefill; pass the whole "
                     "prompt at once, or unwrap the model for this call."
                 )
-            self._state = self._decode_state(cache)
+            call.forward = self._decode_state(cache)
             return
         if cache is not None and hasattr(cache, RECORD_ATTR):
             delattr(cache, RECORD_ATTR)  # an emptied cache being reused for a new prompt
         if not bool(visual.any()):
             return
-        self._state = self._plan(visual, kwargs.get("attention_mask"), labels)
+        call.forward = self._plan(visual, kwargs.get("attention_mask"), labels)
 
     def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
-        state = self._state
+        call = self._call
+        state, call.forward = call.forward, None
         if isinstance(state, ForwardState):
-            self.stats = self._stats(state)
-            self.final = (state.length, state.current) if len(state.stages) > 1 else None
-            self.stages = list(state.stages)
-        self._state = None
+            call.stats = self._stats(state)
+            call.final = (state.length, state.current) if len(state.stages) > 1 else None
+            call.stages = list(state.stages)
+            self._latest = call
 
     @staticmethod
     def _decode_state(cache: Any) -> DecodeState | None:
@@ -217,7 +250,7 @@ class Engine:
     # -- layer hooks --------------------------------------------------------------------------
     def _layer_hook(self, index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict):
-            state = self._state
+            state = self._call.forward
             if state is None:
                 return None
             if isinstance(state, DecodeState):

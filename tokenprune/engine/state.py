@@ -16,7 +16,7 @@ from torch import Tensor
 from ..cost import stack_flops
 from ..schedule import Schedule
 
-__all__ = ["Stage", "ForwardState", "CacheRecord", "DecodeState", "CallStats", "call_stats", "RECORD_ATTR"]
+__all__ = ["Stage", "ForwardState", "CacheRecord", "DecodeState", "CallState", "CallStats", "call_stats", "RECORD_ATTR"]
 
 RECORD_ATTR = "_tokenprune_record"
 """Attribute under which the engine stores a `CacheRecord` on a transformers ``Cache``."""
@@ -97,6 +97,28 @@ class DecodeState:
 
     record: CacheRecord
     memo: dict[Any, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CallState:
+    """Everything one thread's calls into a wrapped model keep between hooks.
+
+    Kept per thread (the engine holds it in a ``threading.local``), so one wrapped model called
+    from several threads gives each call its own state.
+
+    Attributes:
+        forward: the plan of the forward in progress (``None`` between calls or when idle).
+        labels: labels captured by the head pre-hook for the VLM pre-hook (training query).
+        final: ``(original length, last stage)`` of the last prefill that removed tokens (loss alignment).
+        stages: the stages of the last prefill.
+        stats: what the last prefill did.
+    """
+
+    forward: ForwardState | DecodeState | None = None
+    labels: Tensor | None = None
+    final: tuple[int, Stage] | None = None
+    stages: list[Stage] = field(default_factory=list)
+    stats: CallStats | None = None
 
 
 @dataclass(frozen=True)
