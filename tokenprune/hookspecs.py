@@ -64,7 +64,7 @@ def tokenprune_register_strategies(register: RegisterStrategy) -> None:
 def tokenprune_register_adapters(register: RegisterAdapter) -> None:
     """Register model adapters.
 
-    Call ``register(adapter)`` with an `tokenprune.adapters.base.Adapter` instance. An adapter
+    Call ``register(adapter)`` with a `tokenprune.adapters.base.Adapter` instance. An adapter
     says *where* things are in one model family (decoder layers, visual token ids, rotary
     module); it never says what to do with them.
     """
