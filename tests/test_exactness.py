@@ -254,7 +254,7 @@ def test_training_matches_masked_reference(case):
     scale = max(g.abs().max().item() for g in ref_grads.values())
     worst = record("training grads", cell, max(max_diff(grads[n], ref_grads[n]) for n in grads))
     assert worst <= max(tol, 1e-6) * max(1.0, scale)
-    vision = [g for n, g in grads.items() if "vision_tower" in n]
+    vision = [g for n, g in grads.items() if "language_model" not in n and "lm_head" not in n]  # tower + projector
     assert vision and sum(g.abs().sum().item() for g in vision) > 0
 
 
@@ -340,7 +340,7 @@ def test_forward_without_position_ids(family):
     """transformers shares one (1, L) rotary table across the batch when no position_ids are given."""
     model = _model(family, "sdpa")
     inputs = tm.FAMILIES[family][1](model, layout="right_padded")
-    inputs.pop("position_ids")
+    inputs.pop("position_ids", None)
     reference = model(**inputs).logits
     with tokenprune.pruned(model, "pyramiddrop", ratio=1.0):
         assert torch.equal(model(**inputs).logits, reference)

@@ -387,3 +387,19 @@ def test_custom_strategy_object_from_components_wraps_directly():
     assert by_object.shape == by_name.shape == (2, 18, tm.VOCAB_SIZE)
     assert torch.equal(by_object, by_name)  # same components as the registered pyramiddrop
     assert handle.stats.visual_tokens == stats_by_name.visual_tokens
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_the_rest_still_loads(monkeypatch):
+    import importlib.metadata
+
+    import tokenprune.registry as registry_module
+
+    real = importlib.metadata.entry_points(group="tokenprune")
+    broken = importlib.metadata.EntryPoint(name="broken", value="tokenprune_no_such_module_xyz", group="tokenprune")
+    monkeypatch.setattr(registry_module.importlib.metadata, "entry_points", lambda group: [*real, broken])
+    with pytest.warns(UserWarning, match=r"tokenprune plugin '\?:broken' failed to import"):
+        registry = Registry.load()
+    assert "pyramiddrop" in registry.strategies and "llava" in registry.adapters
+    assert registry.failed["?:broken"].startswith("ModuleNotFoundError")
+    with pytest.raises(UnknownStrategyError, match=r"Plugin '\?:broken' failed to import \(ModuleNotFoundError"):
+        registry.strategy("brokenmethod")

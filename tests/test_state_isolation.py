@@ -79,3 +79,31 @@ def test_an_exception_mid_forward_does_not_leak_into_the_next_call():
     text["input_ids"] = text["input_ids"].masked_fill(text["input_ids"] == tm.IMAGE_ID, 5)
     assert model(**text).logits.shape[1] == inputs["input_ids"].shape[1]
     assert torch.equal(model(**inputs).logits, expected)
+
+
+def test_deepcopy_of_a_wrapped_model_is_an_independent_wrapped_model():
+    import copy
+
+    model = tm.make_llava()
+    inputs = tm.llava_inputs(model, layout="mixed")
+    tokenprune.wrap(model, "pyramiddrop")
+    expected = model(**inputs).logits
+    twin = copy.deepcopy(model)
+    engine = twin.tokenprune._engine
+    assert engine is not model.tokenprune._engine and engine.model is twin
+    hooks = [h for layer in twin.model.language_model.layers for h in layer._forward_pre_hooks.values()]
+    assert hooks and all(h.func.__self__ is engine for h in hooks)  # no hook still points at the original
+    assert torch.equal(twin(**inputs).logits, expected)
+    tokenprune.unwrap(twin)
+    assert twin(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+    assert model.tokenprune.active and torch.equal(model(**inputs).logits, expected)
+
+
+def test_a_freshly_wrapped_model_pickles_and_loads_wrapped(tmp_path):
+    model = tm.make_llava()
+    inputs = tm.llava_inputs(model, layout="single")
+    tokenprune.wrap(model, "pyramiddrop")
+    torch.save(model, tmp_path / "model.pt")  # before any forward: transformers' own capture hooks are not there yet
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
+    assert loaded.tokenprune.stats.visual_tokens[-1] == [2]

@@ -28,12 +28,13 @@ class TokenpruneError(Exception):
 class UnknownStrategyError(TokenpruneError, KeyError):
     """A strategy name that no installed plugin registered."""
 
-    def __init__(self, name: str, known: Iterable[str]):
+    def __init__(self, name: str, known: Iterable[str], failed: dict[str, str] | None = None):
         known = sorted(known)
         hint = difflib.get_close_matches(name, known, n=1)
         suggestion = f" Did you mean {hint[0]!r}?" if hint else ""
+        broken = "".join(f" Plugin {p!r} failed to import ({err})." for p, err in (failed or {}).items())
         super().__init__(
-            f"Unknown strategy {name!r}.{suggestion} Known strategies: {', '.join(known) or '(none)'}. "
+            f"Unknown strategy {name!r}.{suggestion} Known strategies: {', '.join(known) or '(none)'}.{broken} "
             "Run `tokenprune list` to see where each comes from."
         )
         self.name = name

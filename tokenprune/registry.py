@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,8 @@ class Registry:
     strategies: dict[str, StrategySpec] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     adapters: dict[str, AdapterSpec] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Plugins whose import failed: ``"<distribution>:<entry point>"`` -> the error."""
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -68,12 +71,13 @@ class Registry:
         pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         pm.add_hookspecs(hookspecs)
         sources: dict[str, str] = {}
+        failed: dict[str, str] = {}
         if entry_points:
-            sources.update(_load_entry_points(pm))
+            sources.update(_load_entry_points(pm, failed))
         for plugin in plugins:
             pm.register(plugin)
         pm.check_pending()  # a misspelled tokenprune_* hook name fails loudly
-        registry = cls()
+        registry = cls(failed=failed)
         for impl in pm.hook.tokenprune_register_strategies.get_hookimpls():
             source = sources.get(impl.plugin_name, impl.plugin_name)
             impl.function(register=registry._strategy_registrar(source))
@@ -120,7 +124,7 @@ class Registry:
         """The spec registered under ``name`` or one of its aliases."""
         key = self.aliases.get(name, name)
         if key not in self.strategies:
-            raise UnknownStrategyError(name, [*self.strategies, *self.aliases])
+            raise UnknownStrategyError(name, [*self.strategies, *self.aliases], failed=self.failed)
         return self.strategies[key]
 
     def build(self, name: str, **options: Any) -> Strategy:
@@ -143,13 +147,14 @@ class Registry:
         raise UnsupportedModelError(model, supported)
 
 
-def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
+def _load_entry_points(pm: pluggy.PluginManager, failed: dict[str, str]) -> dict[str, str]:
     """Register every ``tokenprune`` entry point under ``"<distribution>:<entry point>"``.
 
     pluggy's own loader keys plugins by entry-point name alone and silently skips a second one of
     the same name, so a third-party ``pyramiddrop`` entry point would shadow (or be shadowed by) the
     built-in without a word. Distinct plugin names let both register, and the registry's duplicate
-    check then names the clash.
+    check then names the clash. A plugin whose import fails is reported by name (a warning, and
+    ``Registry.failed``); the others still load.
     """
     sources = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -157,7 +162,13 @@ def _load_entry_points(pm: pluggy.PluginManager) -> dict[str, str]:
         name = f"{dist.name if dist is not None else '?'}:{ep.name}"
         if pm.get_plugin(name) is not None or pm.is_blocked(name):
             continue  # the same distribution seen twice on sys.path
-        pm.register(ep.load(), name=name)
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not take the library down
+            failed[name] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"tokenprune plugin {name!r} failed to import and is skipped: {failed[name]}", stacklevel=2)
+            continue
+        pm.register(plugin, name=name)
         sources[name] = _dist_name(dist) if dist is not None else ep.value
     return sources
 

@@ -17,28 +17,32 @@ from torch.nn import functional as F  # noqa: N812
 
 from .state import Stage
 
-__all__ = ["aligned_loss"]
+__all__ = ["AlignedLoss"]
 
 
-def aligned_loss(original: Callable[..., Tensor], final: Callable[[], tuple[int, Stage] | None]) -> Callable[..., Tensor]:
-    """Wrap a transformers ``loss_function`` so it follows the last forward's kept slots.
+class AlignedLoss:
+    """A transformers ``loss_function`` that follows the last forward's kept slots.
+
+    A class rather than a closure so that deep copies and pickles of a wrapped model carry it.
 
     Args:
         original: the model's loss function (``ForCausalLMLoss`` or a user's own).
-        final: returns ``(original_length, last_stage)`` of the last forward, or ``None`` when that
-            forward removed nothing (the original is then called unchanged).
+        engine: anything with a ``final`` attribute: ``(original_length, last_stage)`` of the calling
+            thread's last forward, or ``None`` when it removed nothing (``original`` then runs unchanged).
     """
 
-    def loss_function(logits: Tensor, labels: Tensor | None, vocab_size: int, **kwargs: Any) -> Tensor:
-        last = final()
+    def __init__(self, original: Callable[..., Tensor], engine: Any):
+        self.original = original
+        self.engine = engine
+
+    def __call__(self, logits: Tensor, labels: Tensor | None, vocab_size: int, **kwargs: Any) -> Tensor:
+        last: tuple[int, Stage] | None = self.engine.final
         if last is None or labels is None or labels.shape[1] != last[0]:
-            return original(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
+            return self.original(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
         stage = last[1]
         shift = kwargs.pop("shift_labels", None)
         if shift is None:
             shift = F.pad(labels, (0, 1), value=-100)[:, 1:]
         idx, valid = stage.idx.to(shift.device), stage.valid.to(shift.device)
         shift = shift.gather(1, idx).masked_fill(~valid, -100)
-        return original(logits=logits, labels=labels, vocab_size=vocab_size, shift_labels=shift, **kwargs)
-
-    return loss_function
+        return self.original(logits=logits, labels=labels, vocab_size=vocab_size, shift_labels=shift, **kwargs)

@@ -20,6 +20,7 @@ every hook is removable.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -31,7 +32,7 @@ from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .layout import select_slots
-from .loss import aligned_loss
+from .loss import AlignedLoss
 from .masks import decode_mask, gather_rows, prefill_mask, query_visibility
 from .state import (
     RECORD_ATTR,
@@ -86,6 +87,15 @@ class Engine:
         self._loss_owner: nn.Module | None = None
         self._saved_loss: Any = _UNSET
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_local")  # per-thread call state is not copied: a copy starts idle
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
     # -- per-thread call state ----------------------------------------------------------------
     @property
     def _call(self) -> CallState:
@@ -120,7 +130,9 @@ class Engine:
                 self._handles.append(stack.head.register_forward_pre_hook(self._on_head, with_kwargs=True))
                 self._wrap_loss(stack.head)
             for i in range(self.layers[0] if self.layers else stack.num_layers, stack.num_layers):
-                hook = self._layer_hook(i)
+                # A partial of a bound method (not a closure): deepcopy/pickle of the model then carry
+                # one consistent copy of the engine.
+                hook = functools.partial(self._on_layer, i)
                 self._handles.append(stack.layers[i].register_forward_pre_hook(hook, with_kwargs=True))
         except Exception:
             self.remove()
@@ -144,7 +156,7 @@ class Engine:
             return
         self._saved_loss = head.__dict__.get("_loss_function", _UNSET)
         self._loss_owner = head
-        head.loss_function = aligned_loss(head.loss_function, lambda: self.final)
+        head.loss_function = AlignedLoss(head.loss_function, self)
 
     # -- model-level hooks --------------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -248,16 +260,13 @@ class Engine:
         return query, weight
 
     # -- layer hooks --------------------------------------------------------------------------
-    def _layer_hook(self, index: int):
-        def hook(module: nn.Module, args: tuple, kwargs: dict):
-            state = self._call.forward
-            if state is None:
-                return None
-            if isinstance(state, DecodeState):
-                return self._decode_layer(index, module, state, args, kwargs)
-            return self._prefill_layer(index, module, state, args, kwargs)
-
-        return hook
+    def _on_layer(self, index: int, module: nn.Module, args: tuple, kwargs: dict):
+        state = self._call.forward
+        if state is None:
+            return None
+        if isinstance(state, DecodeState):
+            return self._decode_layer(index, module, state, args, kwargs)
+        return self._prefill_layer(index, module, state, args, kwargs)
 
     def _prefill_layer(self, index: int, module: nn.Module, state: ForwardState, args: tuple, kwargs: dict):
         hidden, from_args = (args[0], True) if args else (kwargs["hidden_states"], False)
