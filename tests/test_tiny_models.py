@@ -74,7 +74,7 @@ def test_placeholder_counts_match_vision_path(family):
     """num_image_tokens (processor arithmetic) == what get_image_features returns per image."""
     model = model_for(family)
     inputs = inputs_for(model, family, "mixed")
-    kwargs = {k: inputs[k] for k in ("image_sizes", "batch_num_images") if k in inputs}
+    kwargs = {k: inputs[k] for k in ("image_sizes", "batch_num_images", "image_grid_thw") if k in inputs}
     with torch.no_grad():
         feats = model.model.get_image_features(inputs["pixel_values"], **kwargs).pooler_output
     # NeXT/OneVision return one (tokens, hidden) tensor per image; LLaVA one (images, tokens, hidden).
@@ -82,6 +82,8 @@ def test_placeholder_counts_match_vision_path(family):
     lengths = [f.shape[0] for f in feats] if per_image else [feats.shape[1]] * len(feats)
     multi = family == "llava_onevision"  # its second and third images belong to a 2-image row
     expected = [tm.num_image_tokens(model.config)] + [tm.num_image_tokens(model.config, multi)] * 2
+    if "image_grid_thw" in inputs:  # Qwen: the third image of "mixed" is the wide one (4x6 tokens)
+        expected[2] = tm._more.num_image_tokens(model.config, kind="W")
     assert lengths == expected
     per_row = (inputs["input_ids"] == tm.IMAGE_ID).sum(1).tolist()
     assert per_row == [expected[0], expected[1] + expected[2], 0]

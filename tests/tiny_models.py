@@ -17,6 +17,11 @@ API
     single_row(inputs, i) -> sample i alone, unpadded, with only its own images
     num_image_tokens(config, multi_image=False), num_video_tokens(config) -> int
     FAMILIES = {name: (factory, input_builder)}; LAYOUTS[name] = layouts that builder accepts
+    VISUAL_IDS[name] = ids whose placeholders hold visual features
+
+Qwen2-VL / Qwen2.5-VL / Qwen3-VL / InternVL are in `tiny_models_qwen_internvl.py`, imported at the
+end of this module: it registers them into FAMILIES / LAYOUTS / VISUAL_IDS, and the helpers here
+(`single_row`, `add_labels`, `num_image_tokens`, `num_video_tokens`) hand its inputs/configs to it.
 """
 
 from __future__ import annotations
@@ -223,7 +228,10 @@ def num_image_tokens(config, multi_image: bool = False) -> int:
 
     `multi_image` (OneVision only): images of a sample with several images skip AnyRes and give
     one tile plus one newline, as HF does when `batch_num_images[b] != 1`.
+    Qwen / InternVL configs: `tiny_models_qwen_internvl.num_image_tokens` (one square image / tile).
     """
+    if (count := _more.num_image_tokens(config, multi_image)) is not None:
+        return count
     side = config.vision_config.image_size // config.vision_config.patch_size
     cls_token = 1 if isinstance(config.vision_config, CLIPVisionConfig) else 0
     if isinstance(config, LlavaConfig):
@@ -234,8 +242,12 @@ def num_image_tokens(config, multi_image: bool = False) -> int:
     return _anyres_token_count(config, ANYRES_IMAGE_HW)
 
 
-def num_video_tokens(config, frames: int = VIDEO_FRAMES) -> int:
-    """OneVision video placeholders: 2x2-pooled grid per frame, plus one newline per video."""
+def num_video_tokens(config, frames: int | None = None) -> int:
+    """OneVision video placeholders: 2x2-pooled grid per frame (VIDEO_FRAMES frames unless given),
+    plus one newline per video. Qwen configs: `tiny_models_qwen_internvl.num_video_tokens`."""
+    if (count := _more.num_video_tokens(config, frames)) is not None:
+        return count
+    frames = VIDEO_FRAMES if frames is None else frames
     side = config.vision_config.image_size // config.vision_config.patch_size
     return frames * math.ceil(side / 2) ** 2 + 1
 
@@ -394,14 +406,15 @@ def add_labels(inputs: dict, answer_len: int = 3, seed: int = 1) -> dict:
     except the answer tokens, so padding, prompt text and visual placeholders carry no loss. The
     answer goes right after each row's last real token, i.e. before right padding. The prompt is
     unchanged, so the last instruction token is the token just before the first label != -100.
-    Returns a new dict; images are shared with `inputs`.
+    Returns a new dict; images are shared with `inputs`. Qwen batches get a matching
+    `mm_token_type_ids` and keep letting the model compute its M-RoPE ids (no `position_ids`).
     """
     gen = torch.Generator().manual_seed(seed)
     prompts = _unpadded_rows(inputs)
     answers = [_random_text(answer_len, gen) for _ in prompts]
     side = _padding_side(inputs["attention_mask"])
     out = dict(inputs)
-    out.update(_pad([p + a for p, a in zip(prompts, answers)], side))
+    out.update(_more.fix_rows(_pad([p + a for p, a in zip(prompts, answers)], side), inputs))
     labels = torch.full_like(out["input_ids"], -100)
     for b, (prompt, answer) in enumerate(zip(prompts, answers)):
         start = (out["input_ids"].shape[1] - len(prompt) - answer_len) if side == "left" else 0
@@ -430,7 +443,10 @@ def single_row(inputs: dict, i: int) -> dict:
     of `pixel_values` / `image_sizes` / `pixel_values_videos` in batch order, which is how all
     three families lay them out (LLaVA: one 4-D entry per image; NeXT/OneVision: one 5-D entry
     per image). Keys with nothing left for this sample are dropped (a text-only row gets no pixels).
+    Qwen / InternVL batches: `tiny_models_qwen_internvl.single_row` (grids, tiles, mm_token_type_ids).
     """
+    if _more.owns(inputs):
+        return _more.single_row(inputs, i)
     keep = inputs["attention_mask"][i].bool()
     out = _pad([inputs["input_ids"][i][keep].tolist()], "left")
     if "labels" in inputs:
@@ -456,3 +472,9 @@ FAMILIES = {
     "llava_next": (make_llava_next, llava_next_inputs),
     "llava_onevision": (make_llava_onevision, llava_onevision_inputs),
 }
+VISUAL_IDS = {"llava": (IMAGE_ID,), "llava_next": (IMAGE_ID,), "llava_onevision": (IMAGE_ID, VIDEO_ID)}
+
+# Qwen2-VL, Qwen2.5-VL, Qwen3-VL, InternVL (Qwen2 / Llama): that module imports this one, so it is
+# imported last; importing it adds its families to FAMILIES / LAYOUTS / VISUAL_IDS (whichever of
+# the two modules is imported first).
+import tiny_models_qwen_internvl as _more  # noqa: E402
