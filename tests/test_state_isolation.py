@@ -107,3 +107,27 @@ def test_a_freshly_wrapped_model_pickles_and_loads_wrapped(tmp_path):
     loaded = torch.load(tmp_path / "model.pt", weights_only=False)
     assert torch.equal(loaded(**inputs).logits, model(**inputs).logits)
     assert loaded.tokenprune.stats.visual_tokens[-1] == [2]
+
+
+def test_a_reused_cache_forgets_the_previous_prompts_reduction():
+    """An emptied cache reused for a text-only prompt must not decode with the old index maps."""
+    from transformers import DynamicCache
+
+    from tokenprune.engine.state import RECORD_ATTR
+
+    model = tm.make_llava()
+    inputs = tm.llava_inputs(model, layout="left_padded")
+    text = {"input_ids": inputs["input_ids"].masked_fill(inputs["input_ids"] == tm.IMAGE_ID, 5),
+            "attention_mask": inputs["attention_mask"]}
+    expected = model.generate(**text, max_new_tokens=4, do_sample=False)
+    tokenprune.wrap(model, "pyramiddrop")
+    used = DynamicCache(config=model.config.text_config)
+    model.generate(**{k: v for k, v in inputs.items() if k != "position_ids"}, past_key_values=used,
+                   max_new_tokens=2, do_sample=False)
+    record = getattr(used, RECORD_ATTR)
+    assert len(record.stages) == 4
+    cache = DynamicCache(config=model.config.text_config)
+    setattr(cache, RECORD_ATTR, record)  # an empty cache that still carries a previous prompt's maps
+    got = model.generate(**text, past_key_values=cache, max_new_tokens=4, do_sample=False)
+    assert torch.equal(got, expected)
+    assert not hasattr(cache, RECORD_ATTR)

@@ -174,8 +174,10 @@ class Engine:
         call.forward = None
         cache = kwargs.get("past_key_values")
         self._check_backend(cache)
-        if cache is None or cache.get_seq_length() == 0:
-            call.final, call.stages = None, []  # a new prompt: forget the previous one's selection
+        if cache is None or cache.get_seq_length() == 0:  # a new prompt: forget the previous one's selection
+            call.final, call.stages = None, []
+            if cache is not None and hasattr(cache, RECORD_ATTR):
+                delattr(cache, RECORD_ATTR)  # an emptied cache reused for a new prompt
         if not self.adapter.has_visual_inputs(kwargs):
             # Placeholder ids without images are plain text to the model (e.g. a generated id).
             call.forward = self._decode_state(cache)
@@ -192,8 +194,6 @@ class Engine:
                 )
             call.forward = self._decode_state(cache)
             return
-        if cache is not None and hasattr(cache, RECORD_ATTR):
-            delattr(cache, RECORD_ATTR)  # an emptied cache being reused for a new prompt
         if not bool(visual.any()):
             return
         call.forward = self._plan(visual, kwargs.get("attention_mask"), labels)
