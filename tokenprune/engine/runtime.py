@@ -313,8 +313,8 @@ class Engine:
             visual=prev.visual,
             query=query,
             query_weight=state.query_weight,
+            _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight),
         )
-        ctx._attention = lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight)
         with torch.no_grad():  # selection is discrete; the official code scores detached features too
             scores = self.strategy.scorer.score(ctx)
         reduction = self.strategy.reducer.reduce(ctx, scores, candidates, n_keep)
