@@ -28,7 +28,12 @@ from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 from ..interfaces import Strategy
 
-__all__ = ["PyramidDropConfig", "build"]
+__all__ = ["PyramidDropConfig", "build", "DEFAULT_RATIO", "DEFAULT_STAGES"]
+
+DEFAULT_RATIO = 0.5
+"""λ when neither ``ratio`` nor ``image_token_ratio_list`` is given (the paper's choice)."""
+DEFAULT_STAGES = 4
+"""S when no boundaries are given (the paper's choice)."""
 
 
 class PyramidDropConfig(StrategyConfig):
@@ -49,21 +54,29 @@ class PyramidDropConfig(StrategyConfig):
     layer_fractions: list[float] | None = Field(
         None, description="Stage boundaries as fractions of depth, e.g. [0.25, 0.5, 0.75]: one schedule for any depth."
     )
-    ratio: float = Field(0.5, gt=0.0, le=1.0, description="λ: share kept at each boundary (short form).")
-    stages: int = Field(4, ge=2, description="S: number of equal stages (short form).")
+    ratio: float | None = Field(
+        None, gt=0.0, le=1.0, description="λ: share kept at each boundary (short form); unset means 0.5."
+    )
+    stages: int | None = Field(None, ge=2, description="S: number of equal stages (short form); unset means 4.")
     positions: Literal["keep", "compact"] = Field(
         "keep", description="'keep' original rotary positions, or 'compact' renumbering like the reference code."
     )
 
     @model_validator(mode="after")
     def _consistent(self) -> PyramidDropConfig:
-        given = self.model_fields_set
+        # Unset short-form fields stay None (not their defaults), so a config dumped to JSON loads back
+        # unchanged and a conflict is always something the user wrote.
         if self.layer_list is not None and self.layer_fractions is not None:
             raise ValueError("Give either layer_list (absolute layers) or layer_fractions (share of depth), not both.")
-        if "stages" in given and (self.layer_list is not None or self.layer_fractions is not None):
+        if self.stages is not None and (self.layer_list is not None or self.layer_fractions is not None):
             raise ValueError("`stages` sets equal stages; it cannot be combined with layer_list or layer_fractions.")
-        if "ratio" in given and self.image_token_ratio_list is not None:
+        if self.ratio is not None and self.image_token_ratio_list is not None:
             raise ValueError("Give either ratio (λ per stage) or image_token_ratio_list (cumulative), not both.")
+        if self.image_token_ratio_list is None and min(self.ratios()) <= 0.0:
+            raise ValueError(
+                f"ratio={self.ratio} is too small: λ^{len(self.boundaries())} underflows to 0 (nothing would be kept). "
+                "Use a larger ratio, or give image_token_ratio_list explicitly."
+            )
         if self.layer_list is not None:
             if any(layer < 1 for layer in self.layer_list):
                 raise ValueError(
@@ -98,13 +111,15 @@ class PyramidDropConfig(StrategyConfig):
             return list(self.layer_list)
         if self.layer_fractions is not None:
             return list(self.layer_fractions)
-        return [s / self.stages for s in range(1, self.stages)]
+        stages = self.stages if self.stages is not None else DEFAULT_STAGES
+        return [s / stages for s in range(1, stages)]
 
     def ratios(self) -> list[float]:
         """Cumulative retention after each boundary."""
         if self.image_token_ratio_list is not None:
             return list(self.image_token_ratio_list)
-        return [self.ratio**s for s in range(1, len(self.boundaries()) + 1)]
+        ratio = self.ratio if self.ratio is not None else DEFAULT_RATIO
+        return [ratio**s for s in range(1, len(self.boundaries()) + 1)]
 
 
 def build(config: PyramidDropConfig) -> Strategy:

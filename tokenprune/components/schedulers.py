@@ -51,7 +51,15 @@ class StageScheduler(Scheduler):
         self.ratios = tuple(float(r) for r in ratios)
 
     def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
-        return validate_layers([resolve_boundary(b, num_layers) for b in self.boundaries], num_layers)
+        layers = [resolve_boundary(b, num_layers) for b in self.boundaries]
+        fractions = any(isinstance(b, float) for b in self.boundaries)
+        if fractions and min(layers, default=1) >= 1 and any(b <= a for a, b in zip(layers, layers[1:])):
+            raise ScheduleError(
+                f"Boundaries {list(self.boundaries)} resolve to layers {layers} on a {num_layers}-layer model: "
+                "two boundaries fall on the same layer. Use fewer or wider-spaced fractions for this depth, "
+                "or absolute layers (layer_list)."
+            )
+        return validate_layers(layers, num_layers)
 
     def keep_counts(self, num_visual: int, num_layers: int) -> tuple[int, ...]:
         # int() truncation from the original count at every stage, as the official PyramidDrop code.
