@@ -32,8 +32,9 @@ from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .layout import select_slots
+from .decode import decode_layer
 from .loss import AlignedLoss
-from .masks import decode_mask, gather_rows, prefill_mask, query_visibility
+from .masks import gather_rows, prefill_mask, query_visibility
 from .state import (
     RECORD_ATTR,
     CacheRecord,
@@ -265,7 +266,7 @@ class Engine:
         if state is None:
             return None
         if isinstance(state, DecodeState):
-            return self._decode_layer(index, module, state, args, kwargs)
+            return decode_layer(self.stack, index, state, args, kwargs)
         return self._prefill_layer(index, module, state, args, kwargs)
 
     def _prefill_layer(self, index: int, module: nn.Module, state: ForwardState, args: tuple, kwargs: dict):
@@ -387,51 +388,6 @@ class Engine:
             positions = positions[-1] if positions.dim() == 3 else positions
             original = positions.expand(batch, -1).gather(1, last.unsqueeze(1).to(positions.device)).squeeze(1)
         return original.to(stage.idx.device) - (stage.valid.sum(1) - 1)
-
-    # -- decode -------------------------------------------------------------------------------
-    def _decode_layer(self, index: int, module: nn.Module, state: DecodeState, args: tuple, kwargs: dict):
-        record = state.record
-        stage = record.stage_for(index)
-        if stage is None or stage.layer == 0:
-            return None
-        hidden = args[0] if args else kwargs["hidden_states"]
-        cache = kwargs.get("past_key_values")
-        q = hidden.shape[1]
-        total = cache.get_seq_length()  # layer 0 already holds this step
-        held = cache.get_seq_length(index)
-        if held != stage.width + total - q - record.length:
-            raise RuntimeError(
-                f"KV cache layer {index} holds {held} tokens, expected {stage.width + total - q - record.length}: "
-                "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
-            )
-        kwargs = dict(kwargs)
-        key = ("mask", stage.layer, id(kwargs.get("attention_mask")))
-        if key not in state.memo:
-            batch = stage.idx.shape[0]
-            device = stage.idx.device
-            new = torch.arange(record.length, total, device=device).expand(batch, -1)
-            kv_idx = torch.cat([stage.idx, new], dim=1)
-            kv_valid = torch.cat([stage.valid, torch.ones_like(new, dtype=torch.bool)], dim=1)
-            q_pos = torch.arange(total - q, total, device=device)
-            mask = kwargs.get("attention_mask")
-            state.memo[key] = (mask, decode_mask(mask, kv_idx, kv_valid, q_pos, self.stack.attn_implementation, hidden.dtype))
-        kwargs["attention_mask"] = state.memo[key][1]
-        if stage.shift is not None:
-            kwargs["position_embeddings"] = self._decode_compact_rope(state, stage, kwargs, hidden, total, q)
-        return args, kwargs
-
-    def _decode_compact_rope(self, state: DecodeState, stage: Stage, kwargs: dict, hidden: Tensor, total: int, q: int):
-        key = ("rope", stage.layer)
-        if key not in state.memo:
-            positions = kwargs.get("position_ids")
-            if positions is None:
-                raise UnsupportedFeatureError(
-                    "positions='compact' needs the model to pass position_ids to its decoder layers."
-                )
-            positions = positions[-1] if positions.dim() == 3 else positions
-            positions = positions.expand(stage.idx.shape[0], -1).to(stage.idx.device)
-            state.memo[key] = self.stack.rotary(hidden, positions - stage.shift.unsqueeze(1))
-        return state.memo[key]
 
     # -- statistics ---------------------------------------------------------------------------
     def _stats(self, state: ForwardState) -> CallStats:

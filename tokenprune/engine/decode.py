@@ -1,0 +1,70 @@
+"""Decode steps over a KV cache whose deeper layers hold fewer tokens.
+
+After a reduced prefill, layers from ``stage.layer`` on cached only that stage's slots, while
+transformers sizes every decode mask from cache layer 0 (the full prompt). Each shrunk layer
+therefore gets the mask columns of the keys it actually holds: the stage's slots, then every token
+generated since. Positions need nothing ("keep": a new token's rotary position is its original
+one), except with compact positions, where the new token is shifted by what the stage removed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..errors import UnsupportedFeatureError
+from .masks import decode_mask
+from .state import DecodeState, Stage
+
+__all__ = ["decode_layer"]
+
+
+def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Pre-hook body for decoder layer ``index`` during a decode (or continuation) forward."""
+    record = state.record
+    stage = record.stage_for(index)
+    if stage is None or stage.layer == 0:
+        return None
+    hidden = args[0] if args else kwargs["hidden_states"]
+    cache = kwargs.get("past_key_values")
+    q = hidden.shape[1]
+    total = cache.get_seq_length()  # layer 0 already holds this step
+    expected = stage.width + total - q - record.length
+    held = cache.get_seq_length(index)
+    if held != expected:
+        raise RuntimeError(
+            f"KV cache layer {index} holds {held} tokens, expected {expected}: "
+            "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
+        )
+    kwargs = dict(kwargs)
+    kwargs["attention_mask"] = _mask(stack, state, stage, kwargs.get("attention_mask"), hidden.dtype, total, q)
+    if stage.shift is not None:
+        kwargs["position_embeddings"] = _compact_rope(stack, state, stage, kwargs.get("position_ids"), hidden)
+    return args, kwargs
+
+
+def _mask(stack: Any, state: DecodeState, stage: Stage, mask: Tensor | None, dtype: torch.dtype, total: int, q: int):
+    """Columns of the keys this stage's layers hold; computed once per stage and step."""
+    key = ("mask", stage.layer, id(mask))
+    if key not in state.memo:
+        batch, device = stage.idx.shape[0], stage.idx.device
+        new = torch.arange(state.record.length, total, device=device).expand(batch, -1)
+        kv_idx = torch.cat([stage.idx, new], dim=1)
+        kv_valid = torch.cat([stage.valid, torch.ones_like(new, dtype=torch.bool)], dim=1)
+        q_pos = torch.arange(total - q, total, device=device)
+        state.memo[key] = (mask, decode_mask(mask, kv_idx, kv_valid, q_pos, stack.attn_implementation, dtype))
+    return state.memo[key][1]
+
+
+def _compact_rope(stack: Any, state: DecodeState, stage: Stage, positions: Tensor | None, hidden: Tensor):
+    """Rotary tables of the new tokens at their compact positions (original minus what was removed)."""
+    key = ("rope", stage.layer)
+    if key not in state.memo:
+        if positions is None:
+            raise UnsupportedFeatureError("positions='compact' needs the model to pass position_ids to its decoder layers.")
+        positions = positions[-1] if positions.dim() == 3 else positions
+        positions = positions.expand(stage.idx.shape[0], -1).to(stage.idx.device)
+        state.memo[key] = stack.rotary(hidden, positions - stage.shift.unsqueeze(1))
+    return state.memo[key]
