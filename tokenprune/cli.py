@@ -1,4 +1,5 @@
-"""The ``tokenprune`` command: ``list`` what is installed, run the ``demo``.
+"""The ``tokenprune`` command: ``list`` what is installed, run the ``demo``, cost a schedule
+(``flops``) and measure it (``bench``).
 
 Plain-text output only (aligned tables, no colour library), so it reads the same in a terminal,
 a CI log and a bug report. Usage errors (a bad option value, an unknown strategy) print one
@@ -18,7 +19,7 @@ from . import __version__
 from .errors import TokenpruneError
 from .registry import get_registry
 
-__all__ = ["main", "build_parser", "parse_option", "format_table"]
+__all__ = ["main", "build_parser", "parse_option", "format_table", "flops_report", "render_flops", "render_bench"]
 
 DISTRIBUTION = "tokenprune-vlm"
 USAGE_ERROR = 2
@@ -229,6 +230,278 @@ def _generation_section(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# -- flops ------------------------------------------------------------------------------------
+def load_dims(model: str) -> tuple[Any, str]:
+    """`ModelDims` of a preset name, or of a local ``config.json`` (file or directory), and where they came from.
+
+    Local paths are read with ``AutoConfig.from_pretrained(..., local_files_only=True)``: nothing is
+    downloaded.
+    """
+    from .cost import PRESETS, ModelDims
+
+    if model.lower() in PRESETS:
+        return ModelDims.preset(model), "preset"
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise CliError(
+            f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing local path "
+            "(a directory with config.json, or a config.json file)."
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CliError(f"{path} has no config.json; point --model at a model directory or a config.json file.")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # unknown model_type, broken JSON, ...
+        raise CliError(f"Could not read a transformers config from {path}: {exc}") from None
+    try:
+        dims = ModelDims.from_config(config, name=path.parent.name if path.is_file() else path.name)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return dims, str(path)
+
+
+def flops_report(
+    model: str,
+    strategy: str = "pyramiddrop",
+    options: dict[str, Any] | None = None,
+    visual_tokens: int | None = None,
+    text_tokens: int | None = None,
+    new_tokens: int = 0,
+    kv_dtype: str = "bfloat16",
+) -> dict[str, Any]:
+    """Everything ``tokenprune flops`` prints, as JSON-ready data.
+
+    The schedule is the strategy's own: ``get_registry().build(strategy, **options).scheduler.plan(num_layers, [N])``.
+    """
+    from pydantic import ValidationError
+
+    from .cost import estimate
+
+    dims, source = load_dims(model)
+    n = visual_tokens if visual_tokens is not None else dims.visual_tokens
+    if n is None:
+        raise CliError(f"{model} has no default visual-token count; give --visual-tokens N.")
+    options = dict(options or {})
+    try:
+        built = get_registry().build(strategy, **options)
+    except ValidationError as exc:
+        raise CliError(_validation_message(exc, strategy)) from None
+    schedule = built.scheduler.plan(dims.num_layers, [n])
+    try:
+        cost = estimate(
+            dims, schedule, visual_tokens=n, text_tokens=text_tokens, new_tokens=new_tokens, kv_dtype=kv_dtype
+        )
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    data = cost.to_dict()
+    data.update(strategy=built.name, options=options, source=source, keep=[row[0] for row in schedule.keep])
+    return data
+
+
+def cmd_flops(args: argparse.Namespace) -> int:
+    """Print the cost table (or the JSON) of a strategy's schedule on a model shape."""
+    data = flops_report(
+        args.model, args.strategy, dict(args.option or []), args.visual_tokens, args.text_tokens,
+        args.new_tokens, args.kv_dtype,
+    )  # fmt: skip
+    if args.json == "-":
+        print(json.dumps(data, indent=2))
+        return 0
+    print(render_flops(data))
+    if args.json:
+        _write_json(args.json, data)
+    return 0
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise CliError(f"Could not write the JSON report to {path}: {exc.strerror or exc}.") from None
+    print(f"\nwrote {path}")
+
+
+def _bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def _speedup(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def render_flops(d: dict[str, Any]) -> str:
+    """The ``tokenprune flops`` report: shape, per-stage table, totals in both conventions."""
+    dims, s = d["dims"], d["strategy"]
+    opts = " ".join(f"{k}={json.dumps(v)}" for k, v in d["options"].items()) or "default options"
+    gqa = f"{dims['num_heads']} heads / {dims['num_kv_heads']} KV heads x {dims['head_dim']}"
+    vocab = f", vocab {dims['vocab_size']}" if dims["vocab_size"] else ""
+    counts = " -> ".join(str(v) for v in [d["visual_tokens"], *d["keep"]])
+    header = (
+        f"tokenprune flops: {s} on {d['model']} ({d['source']})\n"
+        f"  model     {dims['num_layers']} layers, hidden {dims['hidden_size']}, MLP {dims['intermediate_size']}, {gqa}{vocab}\n"
+        f"  prompt    {d['visual_tokens']} visual + {d['text_tokens']} text tokens; {d['new_tokens']} new tokens; "
+        f"KV cache in {d['kv_cache_bytes']['dtype']}\n"
+        f"  strategy  {s} ({opts}): tokens drop before layers {_layers(d['layers'])}; visual tokens {counts}"
+    )
+    stage_rows: list[list[Any]] = [["layers", "visual tokens", "all tokens", "paper TFLOPs", "full TFLOPs"]]
+    for st in d["stages"]:
+        span = f"{st['first_layer']}-{st['last_layer']}" if st["layers"] > 1 else str(st["first_layer"])
+        stage_rows.append(
+            [span, st["visual_tokens"], st["tokens"], f"{st['paper_tflops']:.3f}", f"{st['full_tflops']:.3f}"]
+        )
+    stages = (
+        f"Stages (layers that hold the same tokens)\n{format_table(stage_rows)}\n"
+        f"  average visual tokens per layer: {d['avg_visual_tokens']:.1f} (dense {d['visual_tokens']})"
+    )
+    full, vis, dec, kv = d["full"], d["with_vision"], d["decode"], d["kv_cache_bytes"]
+    paper_speedup = d["dense_tflops"] / d["pruned_tflops"] if d["pruned_tflops"] else None
+    head = "last position" if full["lm_head_tokens"] == 1 else f"{full['lm_head_tokens']} positions"
+    rows: list[list[Any]] = [["convention", "dense", s, "saving", "ideal speedup"]]
+    rows.append(["paper: prefill, visual tokens only", f"{d['dense_tflops']:.2f}", f"{d['pruned_tflops']:.2f}",
+                 f"{100 * d['saving']:.1f}%", _speedup(paper_speedup)])  # fmt: skip
+    rows.append([f"full: LLM prefill, all tokens, LM head on the {head}", f"{full['dense_tflops']:.2f}",
+                 f"{full['pruned_tflops']:.2f}", f"{100 * full['saving']:.1f}%", _speedup(full["ideal_speedup"])])  # fmt: skip
+    if d["vision_tflops"]:
+        rows.append(["full + vision encoder and projector", f"{vis['dense_tflops']:.2f}", f"{vis['pruned_tflops']:.2f}",
+                     f"{100 * vis['saving']:.1f}%", _speedup(vis["ideal_speedup"])])  # fmt: skip
+    if d["new_tokens"]:
+        rows.append([f"full: decode, {d['new_tokens']} new tokens", f"{dec['dense_tflops']:.4f}",
+                     f"{dec['pruned_tflops']:.4f}", f"{100 * dec['saving']:.1f}%", _speedup(dec["ideal_speedup"])])  # fmt: skip
+    totals = "TFLOPs (1e12 multiply-accumulates, as the papers count; x2 for hardware FLOPs)\n" + format_table(rows)
+    notes = (
+        "  paper: sum over layers of 4nd^2 + 2n^2d + 3ndm, n = visual tokens (PyramidDrop Sec. 4.1).\n"
+        "  full: q/k/v/o projections at their real widths, QK^T and AV over all keys, the MLP, for text and visual tokens."
+    )
+    when = "after prefill" + (f" and {d['new_tokens']} new tokens" if d["new_tokens"] else "")
+    cache = (
+        f"KV cache ({kv['dtype']}, batch 1) {when}: {_bytes(kv['dense'])} dense, {_bytes(kv['pruned'])} with {s} "
+        f"({100 * kv['saving']:.1f}% less)"
+    )
+    return "\n\n".join([header, stages, totals + "\n" + notes, cache])
+
+
+# -- bench ------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the measured benchmark, print the table, write JSON and the plot."""
+    from pydantic import ValidationError
+
+    from . import bench
+
+    options = dict(args.option or [])
+    try:
+        result = bench.run(
+            args.strategy, options, shape=args.shape, scale=args.scale, device=args.device, dtype=args.dtype,
+            repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, batch=args.batch,
+            threads=args.threads or None, seed=args.seed, train=not args.no_train, memory=not args.no_memory,
+            scaling=args.length_scaling,
+            progress=None if args.quiet else bench.stderr_progress,
+            layers=args.layers, hidden=args.hidden, intermediate=args.intermediate, heads=args.heads,
+            kv_heads=args.kv_heads, images=args.images, text_tokens=args.text_tokens, answer_tokens=args.answer_tokens,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise CliError(_validation_message(exc, args.strategy)) from None
+    except (ValueError, RuntimeError) as exc:
+        if isinstance(exc, TokenpruneError):
+            raise
+        raise CliError(str(exc)) from None
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_bench(result))
+        if args.json:
+            _write_json(args.json, result)
+    if args.plot:
+        try:
+            path = bench.plot(result, args.plot)
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from None
+        print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def render_bench(r: dict[str, Any]) -> str:
+    """The ``tokenprune bench`` report."""
+    sh, env, p = r["shape"], r["environment"], r["prefill"]
+    opts = " ".join(f"{k}={json.dumps(v)}" for k, v in r["options"].items()) or "default options"
+    header = (
+        f"tokenprune bench: {r['strategy']} ({opts}) on a random-weight {sh['class']} '{sh['name']}'\n"
+        f"  model     {sh['layers']} layers, hidden {sh['hidden']}, MLP {sh['intermediate']}, {sh['heads']} heads / "
+        f"{sh['kv_heads']} KV heads, vision {sh['vision_layers']} x {sh['vision_hidden']}, {sh['parameters'] / 1e6:.0f}M "
+        f"parameters, {sh['dtype']}, {sh['attention']}\n"
+        f"  prompt    batch {sh['batch']} x ({sh['visual_tokens']} visual + {sh['text_tokens']} text tokens), "
+        f"training adds {sh['answer_tokens']} answer tokens\n"
+        f"  schedule  drop before layers {_layers(r['layers'])}: visual tokens "
+        f"{' -> '.join(str(v) for v in [sh['visual_tokens'], *r['schedule']['keep']])} "
+        f"(avg {r['schedule']['avg_visual_tokens']:.1f})\n"
+        f"  machine   {env['device']}: {env.get('gpu') or env.get('cpu')}, {env['cpu_count']} CPUs, "
+        f"{_plural(env['torch_threads'], 'torch thread', 'torch threads')} "
+        f"(OMP_NUM_THREADS={env['OMP_NUM_THREADS']}); torch {env['torch']}, transformers {env['transformers']}\n"
+        f"  protocol  {r['protocol']['warmup_pairs']} warm-up pair(s), then {r['protocol']['repeats']} alternating "
+        "dense/wrapped pairs per phase; medians"
+    )
+    rows: list[list[Any]] = [["metric", "dense", "wrapped", "speedup", "pair median", "FLOPs-ideal", "of ideal"]]
+
+    def timed(name: str, dense: float, wrapped: float, speedup: float, pair: float | None, ideal: float) -> None:
+        rows.append([name, _ms(dense), _ms(wrapped), _speedup(speedup), _speedup(pair), _speedup(ideal),
+                     f"{100 * speedup / ideal:.0f}%"])  # fmt: skip
+
+    timed("prefill, whole forward", p["dense_s"], p["wrapped_s"], p["speedup"], p.get("pair_speedup_median"),
+          p["ideal_speedup"])  # fmt: skip
+    timed("prefill, language model only", p["llm_dense_s"], p["llm_wrapped_s"], p["llm_speedup"],
+          p.get("llm_pair_speedup_median"), p["llm_ideal_speedup"])  # fmt: skip
+    if "decode" in r:
+        d = r["decode"]
+        timed(f"decode, per token ({d['new_tokens']} new)", d["dense_s_per_token"], d["wrapped_s_per_token"],
+              d["speedup"], d.get("pair_speedup_median"), d["ideal_speedup"])  # fmt: skip
+    if "train" in r:
+        t = r["train"]
+        timed("training step (fwd + bwd)", t["dense_s"], t["wrapped_s"], t["speedup"], t.get("pair_speedup_median"),
+              t["ideal_speedup"])  # fmt: skip
+    kv = r["kv_cache_bytes"]
+    rows.append(["KV cache after prefill", _bytes(kv["dense"]), _bytes(kv["wrapped"]), _speedup(kv["ratio"]), "-",
+                 _speedup(kv["model_ratio"]), f"{100 * kv['ratio'] / kv['model_ratio']:.0f}%"])  # fmt: skip
+    for phase, mem in r.get("memory", {}).items():
+        if isinstance(mem, dict) and mem.get("dense_bytes"):
+            rows.append([f"peak memory, {phase}", _bytes(mem["dense_bytes"]), _bytes(mem["wrapped_bytes"]),
+                         _speedup(mem["ratio"]), "-", "-", "-"])  # fmt: skip
+            grads = mem.get("parameter_grad_bytes")
+            if grads:
+                rows.append([f"  without parameter grads ({_bytes(grads)})", _bytes(mem["dense_bytes"] - grads),
+                             _bytes(mem["wrapped_bytes"] - grads), _speedup(mem["activation_ratio"]), "-", "-", "-"])  # fmt: skip
+    o = r["overhead"]
+    overhead = (
+        f"Engine overhead (time inside tokenprune's hooks, wrapped prefill): {_ms(o['hook_s'])} = "
+        f"{100 * o['fraction_of_dense_prefill']:.2f}% of the dense prefill "
+        f"({100 * o['fraction_of_dense_llm_prefill']:.2f}% of the dense language-model prefill); "
+        f"reduction layers {_ms(o['by_group_s'].get('reduction_layers', 0.0))}"
+    )
+    title = "Dense vs. wrapped (speedup = dense / wrapped; FLOPs-ideal from tokenprune.cost, full convention)"
+    lines = [header, "", title, format_table(rows), "", overhead]
+    if "length_scaling" in r:
+        ls = r["length_scaling"]
+        per_token = ", ".join(f"{n}: {1e3 * t:.3g} ms" for n, t in ls["seconds_per_token"].items())
+        lines.append(
+            f"Length scaling (dense language model alone, time per token at each stage length: {per_token}): "
+            f"achievable LLM prefill speedup {ls['achievable_speedup']:.2f}x; measured "
+            f"{p['llm_speedup']:.2f}x = {100 * p['llm_speedup'] / ls['achievable_speedup']:.0f}% of it"
+        )
+    if "train" in r:
+        lines.append(f"Training step time reduced by {100 * r['train']['time_reduction']:.1f}%")
+    return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms"
+
+
 # -- entry point ------------------------------------------------------------------------------
 def _at_least(minimum: int):
     """An argparse type: an integer >= ``minimum`` (a clear usage error instead of a torch traceback)."""
@@ -274,7 +547,90 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
     demo.set_defaults(func=cmd_demo)
+    _add_flops(sub)
+    _add_bench(sub)
     return parser
+
+
+def _strategy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--strategy", default="pyramiddrop", help="registered name or alias (default: pyramiddrop)")
+    parser.add_argument(
+        "--option", action="append", type=parse_option, metavar="KEY=VALUE",
+        help="strategy option, value read as JSON when possible (repeatable), e.g. ratio=0.3 or layer_list=[2]",
+    )  # fmt: skip
+
+
+def _add_flops(sub: Any) -> None:
+    from .cost import PRESETS
+
+    flops = sub.add_parser(
+        "flops",
+        help="FLOPs and KV-cache bytes of a strategy's schedule on a model shape (no model needed)",
+        description="Cost a strategy's schedule on a model shape, dense vs. reduced: per-stage tokens, FLOPs in the "
+        "paper convention (prefill, visual tokens only: sum of 4nd^2 + 2n^2d + 3ndm) and in the full convention "
+        "(all tokens, real attention widths, LM head, vision encoder, decode), and KV-cache bytes. "
+        f"Presets: {', '.join(PRESETS)}.",
+    )
+    flops.add_argument(
+        "--model", default="llava-1.5-7b", metavar="NAME|PATH",
+        help="a preset, or a local model directory / config.json read with AutoConfig (default: llava-1.5-7b)",
+    )  # fmt: skip
+    _strategy_arguments(flops)
+    flops.add_argument("--visual-tokens", type=_at_least(1), metavar="N", help="visual tokens (default: the model's)")
+    flops.add_argument("--text-tokens", type=_at_least(0), metavar="T", help="text tokens of the prompt (default: 64)")
+    flops.add_argument(
+        "--new-tokens", type=_at_least(0), default=0, metavar="K", help="decode steps to cost (default: 0)"
+    )
+    flops.add_argument("--kv-dtype", default="bfloat16", help="KV-cache dtype for the bytes (default: bfloat16)")
+    flops.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH",
+        help="print the numbers as JSON instead of the table (or, with PATH, also write them there)",
+    )  # fmt: skip
+    flops.set_defaults(func=cmd_flops)
+
+
+def _add_bench(sub: Any) -> None:
+    bench = sub.add_parser(
+        "bench",
+        help="measure dense vs. wrapped on a random-weight LLaVA: prefill, decode, training, memory, KV cache",
+        description="Build a random-weight stock LlavaForConditionalGeneration of a given shape (default: LLaVA-1.5-7B "
+        "at 1/4 width on CPU, the true shape on CUDA) and time it dense and wrapped in one process: alternating "
+        "pairs after warm-up, medians. Reports prefill (whole forward and language model only), the engine's own "
+        "hook time, decode per token, a training step, peak memory and KV-cache bytes, each next to the FLOPs-ideal "
+        "speedup of the same schedule. Long runs print one progress line per step on stderr.",
+    )
+    _strategy_arguments(bench)
+    bench.add_argument("--shape", default="llava-1.5-7b", help="llava-1.5-7b, llava-1.5-13b, llava-next-7b or tiny")
+    bench.add_argument("--scale", type=_at_least(1), help="divide the widths by this (default: 4 on CPU, 1 on CUDA)")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    bench.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
+    bench.add_argument(
+        "--repeats", type=_at_least(1), default=5, metavar="N", help="timed pairs per phase (default: 5)"
+    )
+    bench.add_argument(
+        "--warmup", type=_at_least(0), default=1, metavar="N", help="warm-up pairs per phase (default: 1)"
+    )
+    bench.add_argument("--new-tokens", type=_at_least(0), default=16, metavar="N",
+                       help="greedy tokens per generate, >= 2; 0 skips decode (default: 16)")  # fmt: skip
+    bench.add_argument("--batch", type=_at_least(1), default=1, metavar="B", help="prompts per batch (default: 1)")
+    bench.add_argument("--threads", type=_at_least(0), default=0, metavar="N",
+                       help="torch CPU threads (default 0: torch's default, i.e. OMP_NUM_THREADS)")  # fmt: skip
+    bench.add_argument("--seed", type=int, default=0, help="weights, ids and pixels (default: 0)")
+    for flag, what in (("layers", "decoder layers"), ("hidden", "hidden size"), ("intermediate", "MLP width"),
+                       ("heads", "attention heads"), ("kv-heads", "key/value heads"),
+                       ("images", "images per prompt (576 visual tokens each)"),
+                       ("text-tokens", "text tokens of the prompt"), ("answer-tokens", "supervised tokens in training")):  # fmt: skip
+        bench.add_argument(f"--{flag}", type=_at_least(1), metavar="N", help=f"override the shape's {what}")
+    bench.add_argument("--no-train", action="store_true", help="skip the training step")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
+    bench.add_argument(
+        "--length-scaling", action="store_true",
+        help="also time the dense language model at each stage's length: the speedup the kernels allow",
+    )  # fmt: skip
+    bench.add_argument("--quiet", action="store_true", help="no progress lines")
+    bench.add_argument("--json", metavar="PATH", help="write every number to this JSON file ('-': print it instead)")
+    bench.add_argument("--plot", metavar="PATH", help="write a PNG of measured vs. ideal speedups (needs matplotlib)")
+    bench.set_defaults(func=cmd_bench)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
