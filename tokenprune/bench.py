@@ -45,6 +45,7 @@ from torch import nn
 
 from . import __version__
 from .api import pruned
+from .engine.compat import cache_from_output
 from .cost import ModelDims, estimate, kv_cache_bytes
 from .registry import get_registry
 
@@ -474,7 +475,7 @@ class _Runner:
             finally:
                 hooks.remove()
                 llm.remove()
-            kv, lengths = _cache_bytes(out.past_key_values)
+            kv, lengths = _cache_bytes(cache_from_output(out))
             visual = None if handle is None or handle.stats is None else [list(r) for r in handle.stats.visual_tokens]
         return {"seconds": seconds, "llm_seconds": llm.seconds, "hooks": dict(hooks.seconds), "hook_seconds": hooks.total,
                 "kv_bytes": kv, "kv_lengths": lengths, "visual_tokens": visual}  # fmt: skip

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UnsupportedFeatureError
+from .compat import cache_from_kwargs
 from .masks import decode_mask
 from .state import DecodeState, Stage
 
@@ -28,7 +29,7 @@ def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs
     if stage is None or stage.layer == 0:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
-    cache = kwargs.get("past_key_values")
+    cache = cache_from_kwargs(kwargs)
     q = hidden.shape[1]
     total = cache.get_seq_length()  # layer 0 already holds this step
     expected = stage.width + total - q - record.length

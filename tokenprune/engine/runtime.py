@@ -31,6 +31,7 @@ from torch.nn import functional as F  # noqa: N812
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
+from .compat import cache_from_kwargs
 from .layout import select_slots
 from .decode import decode_layer
 from .loss import AlignedLoss
@@ -173,7 +174,7 @@ class Engine:
         call = self._call
         labels, call.labels = call.labels, None
         call.forward = None
-        cache = kwargs.get("past_key_values")
+        cache = cache_from_kwargs(kwargs)
         self._check_backend(cache)
         if cache is None or cache.get_seq_length() == 0:  # a new prompt: forget the previous one's selection
             call.final, call.stages = None, []
@@ -330,7 +331,7 @@ class Engine:
         if self.strategy.positions == "compact":
             stage.shift = self._compact_shift(stage, kwargs, state)
         state.stages.append(stage)
-        self._publish(state, kwargs.get("past_key_values"))
+        self._publish(state, cache_from_kwargs(kwargs))
         source = reduction.hidden if reduction.hidden is not None else hidden
         return gather_rows(source, sel)
 
