@@ -44,10 +44,12 @@ class DecoderStack:
 
     @property
     def num_layers(self) -> int:
+        """Number of decoder layers."""
         return len(self.layers)
 
     @property
     def attn_implementation(self) -> str:
+        """The text stack's attention backend (`"sdpa"`, `"eager"`, ...); `"eager"` when unset."""
         return str(getattr(self.text_config, "_attn_implementation", None) or "eager")
 
 

@@ -47,6 +47,7 @@ class WrapHandle:
 
     @property
     def num_layers(self) -> int:
+        """Number of decoder layers of the wrapped model."""
         return self._engine.stack.num_layers
 
     @property
@@ -76,6 +77,7 @@ class WrapHandle:
 
     @property
     def active(self) -> bool:
+        """Whether the hooks are still attached (False after `unwrap` or `remove`)."""
         return getattr(self.model, HANDLE_ATTR, None) is self
 
     def remove(self) -> nn.Module:

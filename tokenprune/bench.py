@@ -82,6 +82,7 @@ class BenchShape:
 
     @property
     def visual_tokens(self) -> int:
+        """Visual tokens per sample: images times patches per image."""
         return self.images * (self.image_size // self.patch_size) ** 2
 
     def scaled(self, factor: int) -> BenchShape:

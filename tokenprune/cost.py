@@ -177,6 +177,7 @@ class ModelDims:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """The dimensions as a plain dict (JSON-ready)."""
         return asdict(self)
 
     @classmethod
@@ -461,10 +462,12 @@ class CostEstimate:
 
     @property
     def paper_saving(self) -> float:
+        """Share of the paper-convention (visual-token) FLOPs saved (0 to 1)."""
         return _saving(self.paper_dense, self.paper_pruned)
 
     @property
     def full_saving(self) -> float:
+        """Share of the full-convention prefill FLOPs saved (0 to 1)."""
         return _saving(self.full_dense, self.full_pruned)
 
     @property
@@ -479,6 +482,7 @@ class CostEstimate:
 
     @property
     def ideal_decode_speedup(self) -> float:
+        """Dense over pruned per-token decode FLOPs: the speedup of a decode step if it were compute-bound."""
         return _ratio(self.decode_dense, self.decode_pruned)
 
     def to_dict(self) -> dict[str, Any]:

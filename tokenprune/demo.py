@@ -33,7 +33,9 @@ TEXT_IDS = (3, 250)
 SPECIAL_IDS = (PAD_ID, BOS_ID, EOS_ID, IMAGE_ID)
 
 DEMO_DIMS = dict(layers=8, hidden=128, heads=4, kv_heads=2, intermediate=344, vocab=VOCAB_SIZE)
+"""Shape of the demo's random LLaVA: small enough to run on a laptop CPU in seconds."""
 LLAVA_7B = dict(name="LLaVA-1.5-7B", layers=32, hidden=4096, intermediate=11008, visual_tokens=576)
+"""LLaVA-1.5-7B's dimensions, to report what the demo's schedule would save at full size."""
 IMAGE_PX, PATCH_PX = 336, 14  # (336 / 14)^2 = 576 patches; the CLS feature is dropped ("default")
 INIT_STD = 0.2
 PROMPT_TEXT = ((3, 5), (6, 8))  # per sample: text tokens before and after the image

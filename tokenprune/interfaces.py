@@ -26,6 +26,7 @@ from .schedule import Schedule
 __all__ = ["Scheduler", "Scorer", "Reducer", "Strategy", "ScoreContext", "Reduction", "Positions"]
 
 Positions = Literal["keep", "compact"]
+"""How kept tokens are positioned: ``"keep"`` their original positions, ``"compact"`` renumbered consecutively."""
 
 
 @dataclass

@@ -51,6 +51,7 @@ class AdapterSpec:
 
     @property
     def name(self) -> str:
+        """The adapter's registry name."""
         return self.adapter.name
 
 

@@ -71,6 +71,7 @@ class Schedule:
 
     @property
     def batch_size(self) -> int:
+        """Number of samples the schedule was resolved for."""
         return len(self.num_visual)
 
     def visual_tokens(self, layer: int) -> tuple[int, ...]:

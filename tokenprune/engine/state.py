@@ -42,6 +42,7 @@ class Stage:
 
     @property
     def width(self) -> int:
+        """Number of slots each sample holds in this stage (including filler)."""
         return self.idx.shape[1]
 
 
@@ -69,6 +70,7 @@ class ForwardState:
 
     @property
     def current(self) -> Stage:
+        """The stage the forward is in now (the last one entered)."""
         return self.stages[-1]
 
 
@@ -84,6 +86,7 @@ class CacheRecord:
     stages: list[Stage]
 
     def stage_for(self, layer: int) -> Stage | None:
+        """The last stage starting at or below `layer` (the slots that layer cached), or None if none does."""
         found = None
         for stage in self.stages:
             if stage.layer <= layer:
