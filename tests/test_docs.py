@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLE = DOCS / "guides" / "example" / "tokenprune_hiddennorm.py"
 
-_DOCS_DEPS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python")
+_DOCS_DEPS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "griffe_inherited_docstrings")
 
 
 def _missing_docs_deps() -> list[str]:
@@ -82,6 +82,12 @@ def test_site_needs_no_external_fonts_or_scripts(site):
         assert "fonts.googleapis.com" not in text, page
         assert not re.search(r'<script[^>]+src="https?://', text), page
         assert not re.search(r'<link[^>]+href="https?://[^"]+\.css', text), page
+        assert not re.search(r'<link[^>]+rel="(preconnect|preload|stylesheet)"[^>]+href="https?://', text), page
+        assert "fonts.gstatic.com" not in text, page
+        # mkdocs-material fetches mermaid.js from unpkg.com when a page has a mermaid diagram: draw SVG instead.
+        assert 'class="mermaid"' not in text, page
+    for sheet in site.rglob("*.css"):
+        assert not re.search(r"@import\s+url\(\s*['\"]?https?://", sheet.read_text(encoding="utf-8")), sheet
 
 
 # -- the code shown in the docs -----------------------------------------------------------------

@@ -101,3 +101,26 @@ def test_supported_models_page_lists_every_registered_adapter():
     table = page[page.index("## Matrix") :]
     rows = re.findall(r"^\| [^|]+ \| [^|]+ \| `(\w+)` \| `(\w+)` \|", table, flags=re.M)
     assert dict(rows) == served
+
+
+def test_cli_page_documents_every_option():
+    """docs/cli.md has a section per subcommand that names each of its options."""
+    import argparse
+
+    from test_docs import DOCS
+
+    from tokenprune.cli import build_parser
+
+    page = (DOCS / "cli.md").read_text(encoding="utf-8")
+    missing = []
+    subparsers = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert subparsers, "the CLI has no subcommands?"
+    for name, parser in subparsers[0].choices.items():
+        heading = f"## `tokenprune {name}`"
+        assert heading in page, f"docs/cli.md has no section {heading!r}"
+        section = page[page.index(heading) :]
+        section = section[: section.find("\n## ", len(heading))]
+        for action in parser._actions:
+            missing += [f"{name} {o}" for o in action.option_strings
+                        if o not in ("-h", "--help") and not re.search(rf"`{re.escape(o)}\b", section)]  # fmt: skip
+    assert not missing, f"options missing from docs/cli.md: {missing}"
