@@ -83,7 +83,12 @@ def _resolve_includes(code: str) -> str:
 
 def blocks(path: Path) -> list[Block]:
     """The Python blocks of one Markdown file, with their skip markers."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    return blocks_in_text(path.read_text(encoding="utf-8"), path)
+
+
+def blocks_in_text(text: str, path: Path, first_line: int = 1) -> list[Block]:
+    """The Python blocks of a Markdown text (a page, or a docstring starting at `first_line` of `path`)."""
+    lines = text.splitlines()
     found, i = [], 0
     while i < len(lines):
         fence = _FENCE.match(lines[i])
@@ -100,9 +105,70 @@ def blocks(path: Path) -> list[Block]:
         mark = _MARK.match(prev)
         skip = mark["arg"] if mark and mark["kind"] == "skip" else None
         lang = "pycon" if fence["lang"] == "pycon" else "python"
-        found.append(Block(path, start + 1, lang, _resolve_includes("\n".join(body)), skip))
+        found.append(Block(path, first_line + start, lang, _resolve_includes("\n".join(body)), skip))
         i += 1
     return found
+
+
+def public_modules() -> list[str]:
+    """Every module of the `tokenprune` package whose dotted name has no part starting with ``_``."""
+    import importlib
+    import pkgutil
+
+    import tokenprune
+
+    names = ["tokenprune"] + [m.name for m in pkgutil.walk_packages(tokenprune.__path__, "tokenprune.")]
+    public = sorted(n for n in names if not any(part.startswith("_") for part in n.split(".")))
+    for name in public:
+        importlib.import_module(name)
+    return public
+
+
+@dataclasses.dataclass(frozen=True)
+class DocstringExample:
+    """The code blocks of one docstring (rendered on the API reference pages)."""
+
+    qualname: str
+    blocks: tuple[Block, ...]
+
+
+def docstring_examples() -> list[DocstringExample]:
+    """Docstrings of public modules, their `__all__` objects and those objects' members that show code."""
+    import importlib
+    import inspect
+
+    seen: set[int] = set()
+    found = []
+
+    def visit(qualname: str, obj: object) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        doc = obj.__doc__ if isinstance(obj.__doc__, str) else None
+        if not doc or "```" not in doc:
+            return
+        try:
+            source = obj if inspect.ismodule(obj) else inspect.unwrap(obj)
+            path = Path(inspect.getsourcefile(source)).resolve()
+            line = 1 if inspect.ismodule(obj) else inspect.getsourcelines(source)[1] + 1
+        except (TypeError, OSError):
+            return
+        if not path.is_relative_to(ROOT):
+            return
+        found.append(DocstringExample(qualname, tuple(blocks_in_text(inspect.cleandoc(doc), path, line))))
+
+    for module_name in public_modules():
+        module = importlib.import_module(module_name)
+        visit(module_name, module)
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            visit(f"{module_name}.{name}", obj)
+            if inspect.isclass(obj):
+                for member, value in vars(obj).items():
+                    target = value.fget if isinstance(value, property) else getattr(value, "__func__", value)
+                    if not member.startswith("_") and callable(target):
+                        visit(f"{module_name}.{name}.{member}", target)
+    return [example for example in found if example.blocks]
 
 
 def setup_name(path: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""Every Python block in README.md and docs/ runs, so the documentation cannot rot.
+"""Every Python block in README.md, docs/ and the public docstrings runs, so the documentation cannot rot.
 
 One test per page runs its blocks in order in one namespace (see `tests/docs_snippets.py` for the
 tiny stand-ins that answer `from_pretrained` and the processor). `pycon` blocks are doctests: their
@@ -79,6 +79,16 @@ def test_page_code_runs(page: Path, doc_session, monkeypatch):
     assert ran, f"{_page_id(page)}: every block is skipped"
 
 
+@pytest.mark.parametrize("example", ds.docstring_examples(), ids=lambda e: e.qualname)
+def test_docstring_example_runs(example: ds.DocstringExample, doc_session, monkeypatch):
+    """Code in a docstring (shown on the API reference) runs against a tiny LLaVA, in a fresh namespace."""
+    namespace: dict = {"__name__": "__docs__"}
+    ds.SETUPS["llava"](namespace, doc_session, monkeypatch)
+    for block in example.blocks:
+        assert block.skip is None, f"{block.id}: docstring examples cannot be skipped"
+        (_run_pycon if block.lang == "pycon" else _run_python)(block, namespace)
+
+
 @pytest.mark.parametrize("block", SKIPPED, ids=lambda b: b.id)
 def test_skipped_block_is_reported(block: ds.Block):
     assert block.skip.strip(), f"{block.id}: a skip marker needs a reason"
@@ -99,7 +109,10 @@ def test_snippet_inventory():
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(summary, indent=1))
     assert len(SKIPPED) <= MAX_SKIPPED, f"too many docs blocks skipped: {summary['skipped']}"
+    summary["docstring_examples"] = [e.qualname for e in ds.docstring_examples()]
+    out.write_text(json.dumps(summary, indent=1))
     assert summary["python"] + summary["pycon"] >= 15, summary  # the parser still finds the blocks
+    assert len(summary["docstring_examples"]) >= 4, summary
 
 
 def test_parser_finds_indented_blocks_and_markers(tmp_path, monkeypatch):

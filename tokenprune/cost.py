@@ -550,14 +550,14 @@ def estimate(
         causal: count only the causal half of the prefill attention scores.
 
     Example:
-        ```python
-        from tokenprune.cost import ModelDims, estimate
-        from tokenprune.registry import get_registry
-
-        dims = ModelDims.preset("llava-1.5-7b")
-        plan = get_registry().build("pyramiddrop").scheduler.plan(dims.num_layers, [576])
-        cost = estimate(dims, plan)
-        print(round(cost.paper_dense / 1e12, 2), round(cost.paper_pruned / 1e12, 2))  # 3.82 1.78
+        ```pycon
+        >>> from tokenprune.cost import ModelDims, estimate
+        >>> from tokenprune.registry import get_registry
+        >>> dims = ModelDims.preset("llava-1.5-7b")
+        >>> plan = get_registry().build("pyramiddrop").scheduler.plan(dims.num_layers, [576])
+        >>> cost = estimate(dims, plan)
+        >>> round(cost.paper_dense / 1e12, 2), round(cost.paper_pruned / 1e12, 2)
+        (3.82, 1.78)
         ```
     """
     if visual_tokens is None:
