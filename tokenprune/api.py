@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .engine import CallStats, Engine
+from .encoder import EncoderEngine
 from .engine.runtime import check_attention
 from .errors import AlreadyWrappedError, NotWrappedError, UnsupportedFeatureError
 from .interfaces import Strategy
@@ -29,7 +30,7 @@ class WrapHandle:
     context manager: leaving the ``with`` block unwraps).
     """
 
-    def __init__(self, model: nn.Module, strategy: Strategy, adapter_name: str, engine: Engine):
+    def __init__(self, model: nn.Module, strategy: Strategy, adapter_name: str, engine: Engine | EncoderEngine):
         self.model = model
         self.strategy = strategy
         self.adapter_name = adapter_name
@@ -74,6 +75,12 @@ class WrapHandle:
         """
         return [(stage.layer, stage.idx, stage.valid) for stage in self._engine.stages]
 
+    def token_sizes(self) -> Any:
+        """``(B, n)`` how many input tokens each output token of the last forward stands for, when a
+        merging reducer ran in a vision encoder (``None`` otherwise: every token stands for itself)."""
+        sizes = getattr(self._engine, "sizes", None)
+        return sizes() if sizes is not None else None
+
     @property
     def active(self) -> bool:
         return getattr(self.model, HANDLE_ATTR, None) is self
@@ -110,7 +117,10 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
     Args:
-        model: a supported transformers VLM (``tokenprune list`` shows the adapters).
+        model: a supported transformers VLM, or a vision encoder (timm or open_clip
+            ``VisionTransformer``, transformers ``CLIPVisionModel`` / ``SiglipVisionModel``), in which
+            case the strategy's layers are block indices and tokens are reduced between blocks
+            (``tokenprune list`` shows the adapters).
         strategy: a registered strategy name (e.g. ``"pyramiddrop"``) or a `Strategy` object.
         **options: the strategy's config options, validated before anything is attached.
 
@@ -138,6 +148,13 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
             f"This model is already wrapped with {model.tokenprune.strategy.name!r}; call tokenprune.unwrap(model) first."
         )
     resolved = _resolve_strategy(strategy, options)
+    encoder = get_registry().encoder_adapter_for(model)
+    if encoder is not None:  # a vision encoder on its own (timm, open_clip, a transformers tower)
+        encoder.check(model)
+        encoder_engine = EncoderEngine(model, encoder, resolved)
+        encoder_engine.install()
+        object.__setattr__(model, HANDLE_ATTR, WrapHandle(model, resolved, encoder.name, encoder_engine))
+        return model
     adapter = get_registry().adapter_for(model)
     adapter.check(model)
     if resolved.positions == "compact" and not adapter.supports_compact_positions:
