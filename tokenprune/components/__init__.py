@@ -11,6 +11,7 @@ from .bipartite import BipartiteMerge
 from .merge import SimilarityMerge
 from .rate import ConstantRateScheduler
 from .received import ReceivedAttentionScorer
+from .null import NullScorer
 
 __all__ = ["StageScheduler", "QueryAttentionScorer", "TopKDrop"]
-__all__ += ["SimilarityMerge", "BipartiteMerge", "ConstantRateScheduler", "ReceivedAttentionScorer"]
+__all__ += ["SimilarityMerge", "BipartiteMerge", "ConstantRateScheduler", "ReceivedAttentionScorer", "NullScorer"]
