@@ -9,7 +9,9 @@ from typing import Any
 from torch import nn
 
 from .engine import CallStats, Engine
+from .composite import VisionLanguageStrategy
 from .encoder import EncoderEngine
+from .encoder.vlm import CompositeEngine
 from .engine.runtime import check_attention
 from .errors import AlreadyWrappedError, NotWrappedError, UnsupportedFeatureError
 from .interfaces import Strategy
@@ -75,6 +77,28 @@ class WrapHandle:
         """
         return [(stage.layer, stage.idx, stage.valid) for stage in self._engine.stages]
 
+    def tokens_per_layer(self) -> dict[str, Any]:
+        """Visual tokens per layer of the last forward, across both stacks of a VLM.
+
+        ``{"vision": [block][image] or None, "projector": [image] or None, "llm": [layer][sample] or None}``.
+        For a plain LLM-side strategy only ``"llm"`` is set; for a wrapped vision encoder only ``"vision"``.
+        """
+        per_layer = getattr(self._engine, "tokens_per_layer", None)
+        if per_layer is not None:
+            return per_layer()
+        stats = self.stats
+        tokens = None if stats is None else stats.visual_tokens
+        if isinstance(self._engine, EncoderEngine):
+            return {"vision": tokens, "projector": None, "llm": None}
+        return {"vision": None, "projector": None, "llm": tokens}
+
+    def input_columns(self) -> Any:
+        """``(B, W)`` for encoder-side reduction in a VLM: the original ``input_ids`` column of every
+        column the last prefill ran on (``-1`` for a padding slot added when rows shrank unequally),
+        or ``None`` when no placeholder was removed."""
+        compaction = getattr(self._engine, "compaction", None)
+        return None if compaction is None else compaction.idx
+
     def token_sizes(self) -> Any:
         """``(B, n)`` how many input tokens each output token of the last forward stands for, when a
         merging reducer ran in a vision encoder (``None`` otherwise: every token stands for itself)."""
@@ -100,8 +124,8 @@ class WrapHandle:
         return f"WrapHandle(strategy={self.strategy.name!r}, adapter={self.adapter_name!r}, layers={list(self.layers)})"
 
 
-def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
-    if isinstance(strategy, Strategy):
+def _resolve_strategy(strategy: str | Strategy | VisionLanguageStrategy, options: dict[str, Any]) -> Any:
+    if isinstance(strategy, (Strategy, VisionLanguageStrategy)):
         if options:
             raise TypeError(
                 f"Options {sorted(options)} were given with a Strategy object; options configure a strategy "
@@ -162,7 +186,19 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
             f"positions='compact' is undefined for {type(model).__name__}: its rotary positions are not 1-D. "
             "Use positions='keep' (every kept token keeps its original position)."
         )
-    engine = Engine(model, adapter, resolved)
+    if isinstance(resolved, VisionLanguageStrategy):
+        encoder_adapter = None
+        if resolved.encoder is not None or resolved.projector is not None:
+            tower = adapter.vision_tower(model).tower
+            encoder_adapter = get_registry().encoder_adapter_for(tower)
+            if encoder_adapter is None:
+                raise UnsupportedFeatureError(
+                    f"No vision-encoder adapter handles {type(tower).__name__}, the tower of {type(model).__name__}; "
+                    "use LLM-side reduction only (VisionLanguageStrategy(llm=...))."
+                )
+        engine: Any = CompositeEngine(model, adapter, encoder_adapter, resolved)
+    else:
+        engine = Engine(model, adapter, resolved)
     check_attention(engine.stack.attn_implementation)
     generation = getattr(model, "generation_config", None)
     if getattr(generation, "cache_implementation", None) == "static":

@@ -153,6 +153,13 @@ class EncoderEngine:
         state = self._state or self._latest
         return None if state is None else state.sizes
 
+    def key_bias(self) -> Tensor | None:
+        """``(B, n)`` log-size bias of the current forward's slots when proportional attention is on."""
+        state = self._state or self._latest
+        if state is None or not state.proportional or state.sizes is None:
+            return None
+        return torch.log(state.sizes)
+
     # -- hooks --------------------------------------------------------------------------------
     def _on_block(self, index: int, block: nn.Module, args: tuple, kwargs: dict):
         hidden = self.adapter.hidden_of(block, args, kwargs)

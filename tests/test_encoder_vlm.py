@@ -1,0 +1,208 @@
+"""Encoder-side reduction inside LLaVA, alone and composed with LLM-side PyramidDrop.
+
+The exactness contract for `VisionLanguageStrategy` on the stock `LlavaForConditionalGeneration`:
+keep-all is bitwise identity (forward and generate); projector-side selection equals the stock
+model fed an independently built shorter prompt and independently selected features; cached
+decoding equals an uncached replay; every sample of a mixed batch equals the sample alone;
+training runs and reaches the vision tower.
+"""
+
+from __future__ import annotations
+
+import pytest
+import tiny_models as tm
+import torch
+from exactness import LogitTap, ReplayScorer, at_positions, last_positions, record
+from transformers import LlavaForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+import tokenprune
+from tokenprune import ProjectorSelection, Strategy, VisionLanguageStrategy
+from tokenprune.components import QueryAttentionScorer, SimilarityMerge, StageScheduler, TopKDrop
+from tokenprune.errors import ScheduleError, UnsupportedFeatureError
+
+NEW_TOKENS = 3
+LLM_LAYERS, LLM_RATIOS = [2, 4], [0.5, 0.25]
+TOL = 1e-10
+
+
+def _llava(vision_layers: int) -> LlavaForConditionalGeneration:
+    config = tm.llava_config()
+    config.vision_config.num_hidden_layers = vision_layers
+    return tm._finish(LlavaForConditionalGeneration, config, "sdpa", torch.float64, 0)
+
+
+# setup -> (vision layers, encoder part, projector ratio); the tiny tower has 16 patches per image.
+SETUPS = {
+    "projector+pdrop": (2, None, 0.5),
+    "encoder_merge+projector+pdrop": (4, (1, 0.5), 0.25),
+}
+
+
+def _strategy(setup: str, keep_all: bool = False, llm_scorer=None) -> VisionLanguageStrategy:
+    _, encoder, projector = SETUPS[setup]
+    one = (lambda r: 1.0) if keep_all else (lambda r: r)
+    enc = None
+    if encoder is not None:
+        enc = Strategy(StageScheduler([encoder[0]], [one(encoder[1])]), QueryAttentionScorer(), SimilarityMerge(True))
+    llm = Strategy(StageScheduler(LLM_LAYERS, [one(r) for r in LLM_RATIOS]), llm_scorer or QueryAttentionScorer(), TopKDrop())
+    return VisionLanguageStrategy(
+        llm=llm, encoder=enc, projector=ProjectorSelection(one(projector), QueryAttentionScorer(), TopKDrop())
+    )
+
+
+@pytest.fixture(scope="module", params=list(SETUPS))
+def setup(request):
+    return request.param, _llava(SETUPS[request.param][0])
+
+
+def _generate(model, inputs):
+    inputs = {k: v for k, v in inputs.items() if k != "position_ids"}
+    tap = LogitTap(model)
+    out = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+    return out, [s[:, -1] for s in tap.close()]
+
+
+def _compacted_last(handle, inputs, offset: int = 0):
+    """Column of each row's last prompt token (+ offset) in the layout the wrapped model ran on."""
+    last = last_positions(inputs["attention_mask"]) + offset
+    cols = handle.input_columns()
+    return last if cols is None else (cols == last[:, None]).int().argmax(1)
+
+
+def _diff(a, b) -> float:
+    return (a.double() - b.double()).abs().max().item()
+
+
+@pytest.mark.parametrize("layout", ["single", "mixed", "right_padded"])
+def test_keep_all_is_bitwise_identity(setup, layout):
+    name, model = setup
+    inputs = tm.llava_inputs(model, layout)
+    ref = model(**inputs).logits
+    ref_ids, ref_steps = _generate(model, inputs)
+    with tokenprune.pruned(model, _strategy(name, keep_all=True)) as handle:
+        assert torch.equal(model(**inputs).logits, ref)
+        ids, steps = _generate(model, inputs)
+        assert handle.input_columns() is None
+    assert torch.equal(ids, ref_ids) and all(torch.equal(a, b) for a, b in zip(steps, ref_steps))
+    # unwrap after a reducing run restores the stock model exactly
+    with tokenprune.pruned(model, _strategy(name)):
+        assert model(**inputs).logits.shape[1] < ref.shape[1]
+        _generate(model, inputs)
+    assert torch.equal(model(**inputs).logits, ref)
+
+
+def _reference_prompt(inputs, per_image: int, kept: int):
+    """The shorter prompt built by hand: each image keeps its first `kept` placeholders; re-padded."""
+    rows = []
+    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
+        row, seen = [], 0
+        for tok in ids[mask.bool()].tolist():
+            if tok == tm.IMAGE_ID:
+                seen += 1
+                if (seen - 1) % per_image >= kept:
+                    continue
+            row.append(tok)
+        rows.append(row)
+    side = "right" if bool((inputs["attention_mask"][:, -1] == 0).any()) else "left"
+    return tm._pad(rows, side)
+
+
+@pytest.mark.parametrize("layout", ["mixed", "right_padded"])
+def test_projector_selection_equals_the_stock_model_on_a_shorter_prompt(layout):
+    """Independent reference: [CLS] attention from the tower's eager attention, top-k by hand,
+    features projected by hand, placeholders removed by hand, fed to the unwrapped stock model."""
+    model = _llava(2)
+    inputs = tm.llava_inputs(model, layout)
+    strategy = VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()))
+    with tokenprune.pruned(model, strategy):
+        logits = model(**inputs).logits
+
+    tower = model.model.vision_tower
+    feats = tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[1]  # LLaVA's layer -2
+    block = tower.encoder.layers[1]
+    tower.config._attn_implementation = "eager"
+    try:
+        _, probs = block.self_attn(block.layer_norm1(feats))
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    cls = probs[:, :, 0, 1:].mean(1)
+    sel = torch.sort(torch.topk(cls, 8, dim=-1).indices, dim=-1).values
+    patches = feats[:, 1:].gather(1, sel.unsqueeze(-1).expand(-1, -1, feats.shape[-1]))
+    features = list(model.model.multi_modal_projector(patches))
+    short = _reference_prompt(inputs, 16, 8)
+    ref = model(**short, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)}).logits
+    real = short["attention_mask"].bool()
+    assert logits.shape == ref.shape
+    diff = record("encoder_vlm_reference", f"llava-projector-{layout}-sdpa-f64", _diff(logits[real], ref[real]))
+    assert diff <= TOL
+
+
+def test_cached_decode_equals_uncached_replay(setup):
+    name, model = setup
+    inputs = tm.llava_inputs(model, "mixed")
+    with tokenprune.pruned(model, _strategy(name)) as handle:
+        ids, steps = _generate(model, inputs)
+        selection = handle.selection()
+        assert len(selection) == 3
+    with tokenprune.pruned(model, _strategy(name, llm_scorer=ReplayScorer(selection))) as handle:
+        full = {k: v for k, v in inputs.items() if k != "position_ids"}
+        extra = ids.shape[1] - 1 - inputs["input_ids"].shape[1]
+        full["input_ids"] = ids[:, :-1]
+        full["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(ids.shape[0], extra, dtype=torch.long)], 1)
+        full["position_ids"] = (full["attention_mask"].cumsum(1) - 1).clamp(min=0)  # as generate passes them
+        logits = model(**full, use_cache=False).logits
+        kept = handle.kept_positions()
+        for t, step in enumerate(steps):
+            pos = _compacted_last(handle, inputs, t)
+            assert record("encoder_vlm_cache", f"llava-{name}-sdpa-f64", _diff(at_positions(logits, kept, pos), step)) <= TOL
+
+
+def test_batch_invariance_and_stats_across_both_stacks(setup):
+    name, model = setup
+    inputs = tm.llava_inputs(model, "mixed")
+    with tokenprune.pruned(model, _strategy(name)) as handle:
+        batch_logits = model(**inputs).logits
+        mine = at_positions(batch_logits, handle.kept_positions(), _compacted_last(handle, inputs))
+        per_layer = handle.tokens_per_layer()
+        batch_ids, batch_steps = _generate(model, inputs)
+        for i in range(inputs["input_ids"].shape[0]):
+            alone = tm.single_row(inputs, i)
+            logits = model(**alone).logits
+            theirs = at_positions(logits, handle.kept_positions(), _compacted_last(handle, alone))
+            assert record("encoder_vlm_batch_invariance", f"llava-{name}-sdpa-f64", _diff(mine[i], theirs[0])) <= TOL
+            ids, steps = _generate(model, alone)
+            assert torch.equal(ids[0, -NEW_TOKENS:], batch_ids[i, -NEW_TOKENS:])
+            for a, b in zip(batch_steps, steps):
+                assert _diff(a[i], b[0]) <= TOL
+    kept = 16 * SETUPS[name][2]
+    assert per_layer["projector"][0] == kept
+    assert per_layer["llm"][0] == [kept, 2 * kept, 0]  # rows hold 1, 2 and 0 images
+    assert per_layer["llm"][LLM_LAYERS[1]] == [int(kept * 0.25), int(2 * kept * 0.25), 0]
+    if SETUPS[name][1] is not None:
+        assert [row[0] for row in per_layer["vision"]] == [16, 8, 8, 8]  # tower blocks, first image
+
+
+def test_training_reaches_the_vision_tower():
+    model = _llava(4)
+    inputs = tm.add_labels(tm.llava_inputs(model, "mixed"))
+    with tokenprune.pruned(model, _strategy("encoder_merge+projector+pdrop")):
+        out = model(**inputs)
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+    grad = model.model.vision_tower.embeddings.patch_embedding.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_unsupported_layouts_and_schedules_raise_clearly():
+    model = _llava(4)
+    late = VisionLanguageStrategy(encoder=Strategy(StageScheduler([3], [0.5]), QueryAttentionScorer(), TopKDrop()))
+    with pytest.raises(ScheduleError, match="cannot change the features"):
+        tokenprune.wrap(model, late)
+    assert not hasattr(model, "tokenprune")
+    next_model = tm.make_llava_next(attn="sdpa", dtype=torch.float64)
+    with pytest.raises(UnsupportedFeatureError, match="not supported yet"):
+        tokenprune.wrap(next_model, VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop())))
+    with pytest.raises(ScheduleError, match="at least one"):
+        VisionLanguageStrategy()
