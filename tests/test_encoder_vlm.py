@@ -13,12 +13,18 @@ import pytest
 import tiny_models as tm
 import torch
 from exactness import LogitTap, ReplayScorer, at_positions, last_positions, record
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 import tokenprune
 from tokenprune import ProjectorSelection, Strategy, VisionLanguageStrategy
-from tokenprune.components import QueryAttentionScorer, SimilarityMerge, StageScheduler, TopKDrop
+from tokenprune.components import (
+    QueryAttentionScorer,
+    ReceivedAttentionScorer,
+    SimilarityMerge,
+    StageScheduler,
+    TopKDrop,
+)
 from tokenprune.errors import ScheduleError, UnsupportedFeatureError
 
 NEW_TOKENS = 3
@@ -26,34 +32,44 @@ LLM_LAYERS, LLM_RATIOS = [2, 4], [0.5, 0.25]
 TOL = 1e-10
 
 
-def _llava(vision_layers: int) -> LlavaForConditionalGeneration:
+def _llava(vision_layers: int, tower: str = "clip") -> LlavaForConditionalGeneration:
     config = tm.llava_config()
+    if tower == "siglip":  # a SigLIP tower has no [CLS]; LLaVA then feeds every token ("full")
+        config = LlavaConfig(
+            vision_config=SiglipVisionConfig(**tm._vision_kwargs()),
+            text_config=config.text_config,
+            image_token_index=tm.IMAGE_ID,
+            image_seq_length=16,
+            vision_feature_select_strategy="full",
+        )
     config.vision_config.num_hidden_layers = vision_layers
     return tm._finish(LlavaForConditionalGeneration, config, "sdpa", torch.float64, 0)
 
 
-# setup -> (vision layers, encoder part, projector ratio); the tiny tower has 16 patches per image.
+# setup -> (vision layers, encoder part, projector ratio, tower); the tiny tower has 16 patches per image.
 SETUPS = {
-    "projector+pdrop": (2, None, 0.5),
-    "encoder_merge+projector+pdrop": (4, (1, 0.5), 0.25),
+    "projector+pdrop": (2, None, 0.5, "clip"),
+    "encoder_merge+projector+pdrop": (4, (1, 0.5), 0.25, "clip"),
+    "siglip_full+projector+pdrop": (2, None, 0.5, "siglip"),
 }
 
 
 def _strategy(setup: str, keep_all: bool = False, llm_scorer=None) -> VisionLanguageStrategy:
-    _, encoder, projector = SETUPS[setup]
+    _, encoder, projector, tower = SETUPS[setup]
+    scorer = ReceivedAttentionScorer if tower == "siglip" else QueryAttentionScorer
     one = (lambda r: 1.0) if keep_all else (lambda r: r)
     enc = None
     if encoder is not None:
-        enc = Strategy(StageScheduler([encoder[0]], [one(encoder[1])]), QueryAttentionScorer(), SimilarityMerge(True))
+        enc = Strategy(StageScheduler([encoder[0]], [one(encoder[1])]), scorer(), SimilarityMerge(True))
     llm = Strategy(StageScheduler(LLM_LAYERS, [one(r) for r in LLM_RATIOS]), llm_scorer or QueryAttentionScorer(), TopKDrop())
     return VisionLanguageStrategy(
-        llm=llm, encoder=enc, projector=ProjectorSelection(one(projector), QueryAttentionScorer(), TopKDrop())
+        llm=llm, encoder=enc, projector=ProjectorSelection(one(projector), scorer(), TopKDrop())
     )
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))
 def setup(request):
-    return request.param, _llava(SETUPS[request.param][0])
+    return request.param, _llava(SETUPS[request.param][0], SETUPS[request.param][3])
 
 
 def _generate(model, inputs):
@@ -94,18 +110,25 @@ def test_keep_all_is_bitwise_identity(setup, layout):
 
 def _reference_prompt(inputs, per_image: int, kept: int):
     """The shorter prompt built by hand: each image keeps its first `kept` placeholders; re-padded."""
-    rows = []
-    for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"]):
-        row, seen = [], 0
-        for tok in ids[mask.bool()].tolist():
+    rows, label_rows = [], []
+    labels = inputs.get("labels", torch.full_like(inputs["input_ids"], -100))
+    for ids, mask, lab in zip(inputs["input_ids"], inputs["attention_mask"], labels):
+        row, row_labels, seen = [], [], 0
+        for tok, target in zip(ids[mask.bool()].tolist(), lab[mask.bool()].tolist()):
             if tok == tm.IMAGE_ID:
                 seen += 1
                 if (seen - 1) % per_image >= kept:
                     continue
             row.append(tok)
+            row_labels.append(target)
         rows.append(row)
+        label_rows.append(row_labels)
     side = "right" if bool((inputs["attention_mask"][:, -1] == 0).any()) else "left"
-    return tm._pad(rows, side)
+    out = tm._pad(rows, side)
+    if "labels" in inputs:
+        pad = [[-100] * (out["input_ids"].shape[1] - len(r)) for r in label_rows]
+        out["labels"] = torch.tensor([p + r if side == "left" else r + p for p, r in zip(pad, label_rows)])
+    return out
 
 
 @pytest.mark.parametrize("layout", ["mixed", "right_padded"])
@@ -113,10 +136,11 @@ def test_projector_selection_equals_the_stock_model_on_a_shorter_prompt(layout):
     """Independent reference: [CLS] attention from the tower's eager attention, top-k by hand,
     features projected by hand, placeholders removed by hand, fed to the unwrapped stock model."""
     model = _llava(2)
-    inputs = tm.llava_inputs(model, layout)
+    inputs = tm.add_labels(tm.llava_inputs(model, layout))
     strategy = VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()))
     with tokenprune.pruned(model, strategy):
-        logits = model(**inputs).logits
+        out = model(**inputs)
+        logits = out.loss, out.logits
 
     tower = model.model.vision_tower
     feats = tower(inputs["pixel_values"], output_hidden_states=True).hidden_states[1]  # LLaVA's layer -2
@@ -131,11 +155,12 @@ def test_projector_selection_equals_the_stock_model_on_a_shorter_prompt(layout):
     patches = feats[:, 1:].gather(1, sel.unsqueeze(-1).expand(-1, -1, feats.shape[-1]))
     features = list(model.model.multi_modal_projector(patches))
     short = _reference_prompt(inputs, 16, 8)
-    ref = model(**short, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)}).logits
-    real = short["attention_mask"].bool()
-    assert logits.shape == ref.shape
-    diff = record("encoder_vlm_reference", f"llava-projector-{layout}-sdpa-f64", _diff(logits[real], ref[real]))
+    ref = model(**short, mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=features)})
+    (loss, logits), real = logits, short["attention_mask"].bool()
+    assert logits.shape == ref.logits.shape
+    diff = record("encoder_vlm_reference", f"llava-projector-{layout}-sdpa-f64", _diff(logits[real], ref.logits[real]))
     assert diff <= TOL
+    assert record("encoder_vlm_reference", f"llava-projector-loss-{layout}-sdpa-f64", _diff(loss, ref.loss)) <= TOL
 
 
 def test_cached_decode_equals_uncached_replay(setup):
