@@ -231,3 +231,19 @@ def test_unsupported_layouts_and_schedules_raise_clearly():
         tokenprune.wrap(next_model, VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop())))
     with pytest.raises(ScheduleError, match="at least one"):
         VisionLanguageStrategy()
+
+
+def test_headless_vlm_module_is_compacted_like_the_full_model():
+    """Wrapping the inner `LlavaModel` (no head, no labels) shortens the prompt the same way."""
+    model = _llava(2)
+    inputs = tm.llava_inputs(model, "mixed")
+    strategy = VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()))
+    with tokenprune.pruned(model, strategy) as handle:
+        logits = model(**inputs).logits
+        columns = handle.input_columns()
+    with tokenprune.pruned(model.model, strategy) as handle:
+        inner = model.model(**inputs).last_hidden_state
+        assert torch.equal(handle.input_columns(), columns)
+    real = columns >= 0
+    assert not bool(real.all())  # shorter rows were re-padded
+    assert _diff(model.lm_head(inner)[real], logits[real]) <= TOL
