@@ -18,7 +18,8 @@ def block_attention(q: Tensor, k: Tensor, scale: float, key_bias: Tensor | None,
     """``(B, H, q, n)`` softmax probabilities a block computes (fp32 or wider), optionally for some rows only.
 
     Args:
-        q, k: ``(B, H, n, hd)`` from the block's own norm and projections.
+        q: ``(B, H, n, hd)`` queries from the block's own norm and projection.
+        k: ``(B, H, n, hd)`` keys, likewise.
         scale: the block's logit scale.
         key_bias: ``(B, n)`` additive key bias the block sees (log sizes), or ``None``.
         rows: query slots to compute (``None``: all).
