@@ -63,6 +63,7 @@ class VisionTower:
         image_token_id: the placeholder id of one image feature in ``input_ids``.
         patches_per_image: patch tokens the tower makes of one image (prefix tokens not counted).
         pad_token_id: id written into slots that only pad a shortened row.
+        projector: see below.
     """
 
     tower: nn.Module
@@ -71,6 +72,11 @@ class VisionTower:
     image_token_id: int
     patches_per_image: int
     pad_token_id: int
+    projector: nn.Module | None = None
+    """Set for families whose features can only be reduced after the projector (their tower output
+    feeds a reshape that needs the full grid, e.g. InternVL's pixel shuffle): projector-side
+    selection then runs on the projector's output, ``patches_per_image`` counts projected tokens
+    per tile, and reduction inside the tower is not available."""
 
 
 class Adapter(ABC):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import tiny_models as tm
+import tiny_models_qwen_internvl as tq
 import torch
 from exactness import LogitTap, ReplayScorer, at_positions, last_positions, record
 from transformers import LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
@@ -19,6 +20,8 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 import tokenprune
 from tokenprune import ProjectorSelection, Strategy, VisionLanguageStrategy
 from tokenprune.components import (
+    BipartiteMerge,
+    NullScorer,
     QueryAttentionScorer,
     ReceivedAttentionScorer,
     SimilarityMerge,
@@ -46,11 +49,12 @@ def _llava(vision_layers: int, tower: str = "clip") -> LlavaForConditionalGenera
     return tm._finish(LlavaForConditionalGeneration, config, "sdpa", torch.float64, 0)
 
 
-# setup -> (vision layers, encoder part, projector ratio, tower); the tiny tower has 16 patches per image.
+# setup -> (vision layers, encoder part, projector ratio, tower); the tiny towers give 16 tokens per image.
 SETUPS = {
     "projector+pdrop": (2, None, 0.5, "clip"),
     "encoder_merge+projector+pdrop": (4, (1, 0.5), 0.25, "clip"),
     "siglip_full+projector+pdrop": (2, None, 0.5, "siglip"),
+    "internvl_projected_merge+pdrop": (None, None, 0.5, "internvl"),  # after the projector: ToMe-style merge
 }
 
 
@@ -62,14 +66,29 @@ def _strategy(setup: str, keep_all: bool = False, llm_scorer=None) -> VisionLang
     if encoder is not None:
         enc = Strategy(StageScheduler([encoder[0]], [one(encoder[1])]), scorer(), SimilarityMerge(True))
     llm = Strategy(StageScheduler(LLM_LAYERS, [one(r) for r in LLM_RATIOS]), llm_scorer or QueryAttentionScorer(), TopKDrop())
-    return VisionLanguageStrategy(
-        llm=llm, encoder=enc, projector=ProjectorSelection(one(projector), scorer(), TopKDrop())
-    )
+    if tower == "internvl":
+        selection = ProjectorSelection(one(projector), NullScorer(), BipartiteMerge(proportional_attention=False))
+    else:
+        selection = ProjectorSelection(one(projector), scorer(), TopKDrop())
+    return VisionLanguageStrategy(llm=llm, encoder=enc, projector=selection)
+
+
+def _model(setup: str):
+    layers, _, _, tower = SETUPS[setup]
+    if tower == "internvl":
+        return tq.make_internvl_qwen2(attn="sdpa", dtype=torch.float64)
+    return _llava(layers, tower)
+
+
+def _inputs(model, layout: str) -> dict:
+    if model.config.model_type == "internvl":
+        return tq.internvl_inputs(model, layout)
+    return tm.llava_inputs(model, layout)
 
 
 @pytest.fixture(scope="module", params=list(SETUPS))
 def setup(request):
-    return request.param, _llava(SETUPS[request.param][0], SETUPS[request.param][3])
+    return request.param, _model(request.param)
 
 
 def _generate(model, inputs):
@@ -93,7 +112,7 @@ def _diff(a, b) -> float:
 @pytest.mark.parametrize("layout", ["single", "mixed", "right_padded"])
 def test_keep_all_is_bitwise_identity(setup, layout):
     name, model = setup
-    inputs = tm.llava_inputs(model, layout)
+    inputs = _inputs(model, layout)
     ref = model(**inputs).logits
     ref_ids, ref_steps = _generate(model, inputs)
     with tokenprune.pruned(model, _strategy(name, keep_all=True)) as handle:
@@ -165,7 +184,7 @@ def test_projector_selection_equals_the_stock_model_on_a_shorter_prompt(layout):
 
 def test_cached_decode_equals_uncached_replay(setup):
     name, model = setup
-    inputs = tm.llava_inputs(model, "mixed")
+    inputs = _inputs(model, "mixed")
     with tokenprune.pruned(model, _strategy(name)) as handle:
         ids, steps = _generate(model, inputs)
         selection = handle.selection()
@@ -180,12 +199,12 @@ def test_cached_decode_equals_uncached_replay(setup):
         kept = handle.kept_positions()
         for t, step in enumerate(steps):
             pos = _compacted_last(handle, inputs, t)
-            assert record("encoder_vlm_cache", f"llava-{name}-sdpa-f64", _diff(at_positions(logits, kept, pos), step)) <= TOL
+            assert record("encoder_vlm_cache", f"{name}-sdpa-f64", _diff(at_positions(logits, kept, pos), step)) <= TOL
 
 
 def test_batch_invariance_and_stats_across_both_stacks(setup):
     name, model = setup
-    inputs = tm.llava_inputs(model, "mixed")
+    inputs = _inputs(model, "mixed")
     with tokenprune.pruned(model, _strategy(name)) as handle:
         batch_logits = model(**inputs).logits
         mine = at_positions(batch_logits, handle.kept_positions(), _compacted_last(handle, inputs))
@@ -195,7 +214,7 @@ def test_batch_invariance_and_stats_across_both_stacks(setup):
             alone = tm.single_row(inputs, i)
             logits = model(**alone).logits
             theirs = at_positions(logits, handle.kept_positions(), _compacted_last(handle, alone))
-            assert record("encoder_vlm_batch_invariance", f"llava-{name}-sdpa-f64", _diff(mine[i], theirs[0])) <= TOL
+            assert record("encoder_vlm_batch_invariance", f"{name}-sdpa-f64", _diff(mine[i], theirs[0])) <= TOL
             ids, steps = _generate(model, alone)
             assert torch.equal(ids[0, -NEW_TOKENS:], batch_ids[i, -NEW_TOKENS:])
             for a, b in zip(batch_steps, steps):
@@ -231,6 +250,18 @@ def test_unsupported_layouts_and_schedules_raise_clearly():
         tokenprune.wrap(next_model, VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop())))
     with pytest.raises(ScheduleError, match="at least one"):
         VisionLanguageStrategy()
+    qwen = tq.make_qwen2_vl(attn="sdpa", dtype=torch.float64)
+    with pytest.raises(UnsupportedFeatureError, match="not supported yet"):
+        tokenprune.wrap(qwen, VisionLanguageStrategy(projector=ProjectorSelection(0.5, NullScorer(), BipartiteMerge())))
+    internvl = tq.make_internvl_qwen2(attn="sdpa", dtype=torch.float64)
+    inside = VisionLanguageStrategy(encoder=Strategy(StageScheduler([1], [0.5]), QueryAttentionScorer(), TopKDrop()))
+    with pytest.raises(UnsupportedFeatureError, match="needs the full patch grid"):
+        tokenprune.wrap(internvl, inside)
+    attention = VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()))
+    with tokenprune.pruned(internvl, attention):
+        with pytest.raises(UnsupportedFeatureError, match="no attention to score by"):
+            internvl(**tq.internvl_inputs(internvl, "single"))
+    assert not any(hasattr(m, "tokenprune") for m in (model, next_model, qwen, internvl))
 
 
 def test_headless_vlm_module_is_compacted_like_the_full_model():

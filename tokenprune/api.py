@@ -188,8 +188,9 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         )
     if isinstance(resolved, VisionLanguageStrategy):
         encoder_adapter = None
-        if resolved.encoder is not None or resolved.projector is not None:
-            tower = adapter.vision_tower(model).tower
+        vision = adapter.vision_tower(model) if resolved.encoder is not None or resolved.projector is not None else None
+        if vision is not None and vision.projector is None:  # reduction reaches into the tower
+            tower = vision.tower
             encoder_adapter = get_registry().encoder_adapter_for(tower)
             if encoder_adapter is None:
                 raise UnsupportedFeatureError(

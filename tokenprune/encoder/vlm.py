@@ -30,6 +30,7 @@ from ..composite import VisionLanguageStrategy
 from ..engine import Engine
 from ..engine.compat import cache_from_kwargs
 from ..errors import ScheduleError, UnsupportedFeatureError
+from ..interfaces import ScoreContext
 from .context import EncoderContext
 from .engine import EncoderEngine
 from .placeholders import COMPACTION_ATTR, Compaction, plan_compaction
@@ -55,14 +56,24 @@ class VisionBridge:
         self.vision = adapter.vision_tower(model)
         self.encoder_adapter = encoder_adapter
         self.strategy = strategy
+        self.stack = adapter.locate(model)
+        self.tower_stack = None
+        self.tower_engine = None
+        if self.vision.projector is not None:
+            self._init_projected(strategy)
+        else:
+            self._init_features(strategy, encoder_adapter)
+        self._local = threading.local()
+        self._handles: list[Any] = []
+
+    def _init_features(self, strategy: VisionLanguageStrategy, encoder_adapter: Any) -> None:
+        """Reduction inside the tower and/or on the feature layer the projector reads."""
         encoder_adapter.check(self.vision.tower)
         self.tower_stack = encoder_adapter.locate(self.vision.tower)
-        self.stack = adapter.locate(model)
         depth = self.tower_stack.num_layers
         feature = self.vision.feature_layer
-        self.tower_engine = (
-            EncoderEngine(self.vision.tower, encoder_adapter, strategy.encoder) if strategy.encoder is not None else None
-        )
+        if strategy.encoder is not None:
+            self.tower_engine = EncoderEngine(self.vision.tower, encoder_adapter, strategy.encoder)
         if self.tower_engine is not None and any(layer >= feature for layer in self.tower_engine.layers):
             raise ScheduleError(
                 f"Encoder reductions at blocks {list(self.tower_engine.layers)} cannot change the features the projector "
@@ -82,8 +93,18 @@ class VisionBridge:
         self.kept = tower_count if strategy.projector is None else min(int(patches * strategy.projector.ratio), tower_count)
         extra = 0 if self.vision.strip_prefix else prefix
         self.per_image, self.kept_per_image = patches + extra, self.kept + extra
-        self._local = threading.local()
-        self._handles: list[Any] = []
+
+    def _init_projected(self, strategy: VisionLanguageStrategy) -> None:
+        """Reduction on the projector's output (the tower's output must stay whole)."""
+        if strategy.encoder is not None:
+            raise UnsupportedFeatureError(
+                f"Reduction inside the vision tower of {type(self.model).__name__} is not supported: the tower's output "
+                "feeds a reshape that needs the full patch grid. Use projector=ProjectorSelection(...) instead."
+            )
+        tokens = self.vision.patches_per_image
+        self.tower_count = tokens
+        self.kept = min(int(tokens * strategy.projector.ratio), tokens)
+        self.per_image, self.kept_per_image = tokens, self.kept
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -99,7 +120,9 @@ class VisionBridge:
         try:
             if self.tower_engine is not None:
                 self.tower_engine.install()
-            if self.strategy.projector is not None:
+            if self.strategy.projector is not None and self.vision.projector is not None:
+                self._handles.append(self.vision.projector.register_forward_hook(self._after_projector))
+            elif self.strategy.projector is not None:
                 self._handles.append(self.vision.tower.register_forward_hook(self._after_tower))
             if self.kept_per_image < self.per_image:
                 self._handles.append(self.stack.vlm.register_forward_pre_hook(self._on_vlm, with_kwargs=True, prepend=True))
@@ -184,6 +207,46 @@ class VisionBridge:
         self._local.selection = sel
         output.hidden_states = tuple(reduced if i == feature else h for i, h in enumerate(hidden_states))
         return output
+
+    def _after_projector(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
+        """Reduce the projected tokens of every tile (no attention here: reducers that decide by
+        similarity, such as `BipartiteMerge` with `NullScorer`, or scorers that read the features)."""
+        x = output
+        batch, n = x.shape[:2]
+        if n != self.per_image:
+            raise RuntimeError(f"The projector returned {n} tokens per tile but tokenprune planned {self.per_image}.")
+        if self.kept >= n:
+            return None
+        ones = torch.ones(batch, n, dtype=torch.bool, device=x.device)
+
+        def no_attention() -> Tensor:
+            raise UnsupportedFeatureError(
+                "Projector-output selection has no attention to score by (the tower's tokens were reshaped before the "
+                "projector). Use NullScorer with BipartiteMerge (merge redundant tokens), or a scorer that reads "
+                "ctx.hidden."
+            )
+
+        ctx = ScoreContext(
+            layer_index=-1,
+            layer=module,
+            hidden=x,
+            positions=torch.arange(n, device=x.device).expand(batch, -1),
+            valid=ones,
+            visual=ones,
+            query=torch.zeros(batch, 1, dtype=torch.long, device=x.device),
+            query_weight=torch.ones(batch, 1, device=x.device),
+            _attention=no_attention,
+        )
+        selection = self.strategy.projector
+        with torch.no_grad():
+            scores = selection.scorer.score(ctx)
+        reduction = selection.reducer.reduce(ctx, scores, ones, torch.full((batch,), self.kept, device=x.device))
+        keep = reduction.keep.to(x.device)
+        if bool((keep.sum(1) != self.kept).any()):
+            raise ScheduleError(f"The projector reducer kept {keep.sum(1).tolist()} tokens per tile, not {self.kept}.")
+        sel = torch.nonzero(keep, as_tuple=False)[:, 1].view(batch, -1)
+        source = reduction.hidden if reduction.hidden is not None else x
+        return source.gather(1, sel.unsqueeze(-1).expand(-1, -1, source.shape[-1]))
 
     # -- placeholder compaction ---------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict):
