@@ -55,6 +55,7 @@ def _finish(model: nn.Module, dtype: torch.dtype, seed: int) -> nn.Module:
 
 
 def make_timm(dtype: torch.dtype = torch.float64, seed: int = 0, reg_tokens: int = 0) -> EncoderCase:
+    torch.manual_seed(seed)  # parameters _reinit leaves alone (biases) start from the same draw too
     model = timm.create_model(
         "vit_tiny_patch16_224", pretrained=False, img_size=IMAGE, patch_size=PATCH, depth=4, num_heads=3, embed_dim=48,
         num_classes=7, reg_tokens=reg_tokens,
@@ -64,6 +65,7 @@ def make_timm(dtype: torch.dtype = torch.float64, seed: int = 0, reg_tokens: int
 
 
 def make_open_clip(dtype: torch.dtype = torch.float64, seed: int = 0) -> EncoderCase:
+    torch.manual_seed(seed)
     clip = open_clip.model.CLIP(
         embed_dim=16,
         vision_cfg={"image_size": IMAGE, "patch_size": PATCH, "width": 48, "layers": 4, "head_width": 16},
@@ -78,12 +80,14 @@ def _hf_kwargs() -> dict:
 
 
 def make_hf_clip(dtype: torch.dtype = torch.float64, seed: int = 0, attn: str = "sdpa") -> EncoderCase:
+    torch.manual_seed(seed)
     model = CLIPVisionModel(CLIPVisionConfig(**_hf_kwargs(), attn_implementation=attn))
     model = _finish(model, dtype, seed)
     return EncoderCase("hf_clip", model, lambda x: model(x).pooler_output, getattr(model, "vision_model", model).encoder.layers[-1], 1)
 
 
 def make_hf_siglip(dtype: torch.dtype = torch.float64, seed: int = 0, attn: str = "sdpa") -> EncoderCase:
+    torch.manual_seed(seed)
     model = SiglipVisionModel(SiglipVisionConfig(**_hf_kwargs(), attn_implementation=attn))
     model = _finish(model, dtype, seed)
     return EncoderCase("hf_siglip", model, lambda x: model(x).last_hidden_state, getattr(model, "vision_model", model).encoder.layers[-1], 0)

@@ -291,3 +291,37 @@ def test_a_caller_mask_on_a_shrunk_block_is_rejected():
     with tokenprune.pruned(case.module, _strategy("timm", TopKDrop())):
         with pytest.raises(UnsupportedFeatureError, match="attention mask"):
             case.module.forward_features(pixels(), attn_mask=mask)
+
+
+def _enable_checkpointing(name: str, module) -> None:
+    if name == "timm":
+        module.set_grad_checkpointing(True)
+    elif name == "open_clip":
+        module.set_grad_checkpointing(True)
+    else:
+        module.activation_checkpointing_enable() if hasattr(module, "activation_checkpointing_enable") else module.gradient_checkpointing_enable()
+
+
+@pytest.mark.parametrize("name", ["timm", "open_clip", "hf_clip"])
+def test_gradient_checkpointing_is_identical(name):
+    """Block hooks run outside each checkpointed block: outputs and gradients are unchanged."""
+    results = []
+    for checkpointing in (False, True):
+        case = FACTORIES[name]()
+        case.module.train()
+        if checkpointing:
+            _enable_checkpointing(name, case.module)
+        with tokenprune.pruned(case.module, _strategy(name, SimilarityMerge(proportional_attention=True))) as handle:
+            out = case.run(pixels(batch=2))
+            out.square().sum().backward()
+            assert handle.stats.sequence_lengths[-1] == 16 + case.num_prefix
+        grads = [p.grad.clone() for p in case.module.parameters() if p.grad is not None]
+        results.append((out.detach(), grads))
+    (out_a, grads_a), (out_b, grads_b) = results
+    assert len(grads_a) == len(grads_b) > 0
+    assert _max_diff(out_a, out_b) <= 1e-12
+    assert max(_max_diff(a, b) for a, b in zip(grads_a, grads_b)) <= 1e-10
+
+
+def _max_diff(a, b) -> float:
+    return float((a - b).abs().max())

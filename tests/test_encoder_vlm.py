@@ -227,16 +227,24 @@ def test_batch_invariance_and_stats_across_both_stacks(setup):
         assert [row[0] for row in per_layer["vision"]] == [16, 8, 8, 8]  # tower blocks, first image
 
 
-def test_training_reaches_the_vision_tower():
-    model = _llava(4)
-    inputs = tm.add_labels(tm.llava_inputs(model, "mixed"))
-    with tokenprune.pruned(model, _strategy("encoder_merge+projector+pdrop")):
-        out = model(**inputs)
-        assert torch.isfinite(out.loss)
-        out.loss.backward()
-    grad = model.model.vision_tower.embeddings.patch_embedding.weight.grad
-    assert grad is not None and grad.abs().sum() > 0
-    model.zero_grad()
+def test_training_reaches_the_vision_tower_and_checkpointing_is_identical():
+    results = []
+    for checkpointing in (False, True):
+        model = _llava(4)
+        model.train()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # noqa: deprecated name kept for 5.23
+        inputs = tm.add_labels(tm.llava_inputs(model, "mixed"))
+        with tokenprune.pruned(model, _strategy("encoder_merge+projector+pdrop")):
+            out = model(**inputs)
+            assert torch.isfinite(out.loss)
+            out.loss.backward()
+        grad = model.model.vision_tower.embeddings.patch_embedding.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+        results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert _diff(loss_a, loss_b) <= TOL and len(grads_a) == len(grads_b)
+    assert max(_diff(a, b) for a, b in zip(grads_a, grads_b)) <= TOL
 
 
 def test_unsupported_layouts_and_schedules_raise_clearly():

@@ -69,6 +69,7 @@ class EncoderState:
         proportional: whether later blocks add ``log(size)`` to their attention logits.
         widths: slots each block ran on.
         stages: one `Stage` per reduction that removed tokens (stage 0: the full sequence).
+        snapshots: per block, the state when the block was first reached.
     """
 
     schedule: Schedule
@@ -77,6 +78,32 @@ class EncoderState:
     proportional: bool = False
     widths: dict[int, int] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
+    snapshots: dict[int, Snapshot] = field(default_factory=dict)
+
+
+@dataclass
+class Snapshot:
+    """What the state was when block ``i`` was first reached (for a recomputation in backward)."""
+
+    num_stages: int
+    sizes: Tensor | None
+    proportional: bool
+
+    def replay(self, state: EncoderState) -> EncoderState:
+        """A throwaway copy of ``state`` as it was then."""
+        return EncoderState(
+            schedule=state.schedule,
+            positions=state.stages[self.num_stages - 1].idx,
+            sizes=self.sizes,
+            proportional=self.proportional,
+            stages=list(state.stages[: self.num_stages]),
+        )
+
+
+def _in_backward() -> bool:
+    """True while the autograd engine runs a backward pass (checkpointed blocks are recomputed then)."""
+    current = getattr(torch._C, "_current_graph_task_id", None)
+    return current is not None and current() != -1
 
 
 class EncoderEngine:
@@ -163,11 +190,22 @@ class EncoderEngine:
     # -- hooks --------------------------------------------------------------------------------
     def _on_block(self, index: int, block: nn.Module, args: tuple, kwargs: dict):
         hidden = self.adapter.hidden_of(block, args, kwargs)
-        if index == 0:
-            self._start(hidden)
-        state = self._state
-        if state is None:
-            return None
+        if _in_backward():
+            # Activation checkpointing that wraps whole blocks (timm, open_clip) re-runs the block, and so
+            # this hook, during backward: redo this block's step from the state it saw the first time,
+            # without touching the forward's state (same input, so the same selection and merge).
+            state = self._state
+            snapshot = state.snapshots.get(index) if state is not None else None
+            if snapshot is None:
+                return None
+            state = snapshot.replay(state)
+        else:
+            if index == 0:
+                self._start(hidden)
+            state = self._state
+            if state is None:
+                return None
+            state.snapshots[index] = Snapshot(len(state.stages), state.sizes, state.proportional)
         changed = False
         if index in self.layers:
             reduced = self._reduce(index, block, state, hidden)
