@@ -77,6 +77,10 @@ class EncoderAdapter(ABC):
         query/key projection and any per-head q/k norm; ``scale`` multiplies ``q @ k^T``.
         """
 
+    def keys(self, block: nn.Module, hidden: Tensor) -> Tensor:
+        """``(B, H, n, head_dim)`` keys only (merging needs no queries); override when cheaper."""
+        return self.queries_keys(block, hidden)[1]
+
     @abstractmethod
     def hidden_of(self, block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Tensor:
         """The block call's hidden states as ``(B, n, d)`` (batch first)."""

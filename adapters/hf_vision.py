@@ -78,6 +78,12 @@ class HFVisionAdapter(EncoderAdapter):
         k = attn.k_proj(x).view(batch, n, -1, attn.head_dim).transpose(1, 2)
         return q, k, float(attn.scale)
 
+    def keys(self, block: nn.Module, hidden: Tensor) -> Tensor:
+        attn = block.self_attn
+        x = block.layer_norm1(hidden.to(attn.k_proj.weight.device))
+        batch, n, _ = x.shape
+        return attn.k_proj(x).view(batch, n, -1, attn.head_dim).transpose(1, 2)
+
     def hidden_of(self, block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Tensor:
         return args[0] if args else kwargs["hidden_states"]
 

@@ -74,6 +74,15 @@ class OpenClipViTAdapter(EncoderAdapter):
         q, k = F.linear(x, weight, bias).view(batch, n, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
         return q, k, (width // heads) ** -0.5
 
+    def keys(self, block: nn.Module, hidden: Tensor) -> Tensor:
+        attn = block.attn
+        x = block.ln_1(hidden.to(attn.in_proj_weight.device))
+        batch, n, width = x.shape
+        heads = attn.num_heads
+        bias = attn.in_proj_bias[width : 2 * width] if attn.in_proj_bias is not None else None
+        k = F.linear(x, attn.in_proj_weight[width : 2 * width], bias)
+        return k.view(batch, n, heads, width // heads).transpose(1, 2)
+
     def hidden_of(self, block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Tensor:
         hidden = args[0] if args else kwargs["q_x"]
         return hidden if block.attn.batch_first else hidden.transpose(0, 1)

@@ -11,6 +11,7 @@ import inspect
 from typing import Any
 
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
 
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import hookimpl
@@ -70,6 +71,15 @@ class TimmViTAdapter(EncoderAdapter):
         qkv = attn.qkv(x).reshape(batch, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
         return q, k, float(attn.scale)
+
+    def keys(self, block: nn.Module, hidden: Tensor) -> Tensor:
+        attn = block.attn
+        x = block.norm1(hidden.to(attn.qkv.weight.device))
+        batch, n, _ = x.shape
+        width = attn.num_heads * attn.head_dim
+        bias = attn.qkv.bias[width : 2 * width] if attn.qkv.bias is not None else None
+        k = F.linear(x, attn.qkv.weight[width : 2 * width], bias).view(batch, n, attn.num_heads, attn.head_dim)
+        return attn.k_norm(k.transpose(1, 2))
 
     def hidden_of(self, block: nn.Module, args: tuple, kwargs: dict[str, Any]) -> Tensor:
         return args[0] if args else kwargs["x"]

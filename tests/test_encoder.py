@@ -325,3 +325,13 @@ def test_gradient_checkpointing_is_identical(name):
 
 def _max_diff(a, b) -> float:
     return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_keys_only_path_matches_queries_keys(cases, name):
+    """The cheaper keys-only projection (used by merging) equals the keys of the full q/k path."""
+    case = cases[name]
+    adapter = get_registry().encoder_adapter_for(case.module)
+    block = adapter.locate(case.module).blocks[1]
+    hidden = torch.randn(2, 9, adapter.locate(case.module).hidden_size, dtype=torch.float64)
+    assert torch.equal(adapter.keys(block, hidden), adapter.queries_keys(block, hidden)[1])

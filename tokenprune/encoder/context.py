@@ -49,6 +49,7 @@ class EncoderContext(ScoreContext):
     num_prefix: int = 0
     key_bias: Tensor | None = None
     _qk: Callable[[], tuple[Tensor, Tensor, float]] = field(repr=False, default=None)  # type: ignore[assignment]
+    _keys: Callable[[], Tensor] | None = field(repr=False, default=None)
 
     def _queries_keys(self) -> tuple[Tensor, Tensor, float]:
         if "qk" not in self._cache:
@@ -78,6 +79,9 @@ class EncoderContext(ScoreContext):
     def match_features(self) -> Tensor:
         """``(B, n, head_dim)`` the block's keys averaged over heads (ToMe's similarity metric)."""
         if "keys" not in self._cache:
-            _, k, _ = self._queries_keys()
+            if "qk" in self._cache or self._keys is None:
+                k = self._queries_keys()[1]
+            else:
+                k = self._keys()  # keys only: a merge that ignores attention skips the query projection
             self._cache["keys"] = k.mean(dim=1)
         return self._cache["keys"]

@@ -268,6 +268,7 @@ class EncoderEngine:
             num_prefix=prefix,
             key_bias=bias,
             _qk=lambda: self.adapter.queries_keys(block, hidden),
+            _keys=lambda: self.adapter.keys(block, hidden),
         )
         with torch.no_grad():  # selection is discrete
             scores = self.strategy.scorer.score(ctx)

@@ -190,6 +190,7 @@ class VisionBridge:
             num_prefix=prefix,
             key_bias=bias,
             _qk=lambda: self.encoder_adapter.queries_keys(block, x),
+            _keys=lambda: self.encoder_adapter.keys(block, x),
         )
         selection = self.strategy.projector
         with torch.no_grad():
