@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Adapter", "DecoderStack"]
+__all__ = ["Adapter", "DecoderStack", "VisionTower"]
 
 
 @dataclass
@@ -53,6 +53,34 @@ class DecoderStack:
         return str(getattr(self.text_config, "_attn_implementation", None) or "eager")
 
 
+@dataclass
+class VisionTower:
+    """Where a VLM's vision tower hands its features to the projector (encoder-side reduction).
+
+    Attributes:
+        tower: the vision encoder module (wrapped by an encoder adapter).
+        feature_layer: index into the tower's ``hidden_states`` the projector reads (non-negative;
+            ``hidden_states[f]`` is the output of block ``f - 1``).
+        strip_prefix: the VLM drops the tower's prefix tokens before the projector (LLaVA "default").
+        image_token_id: the placeholder id of one image feature in ``input_ids``.
+        patches_per_image: patch tokens the tower makes of one image (prefix tokens not counted).
+        pad_token_id: id written into slots that only pad a shortened row.
+        projector: see below.
+    """
+
+    tower: nn.Module
+    feature_layer: int
+    strip_prefix: bool
+    image_token_id: int
+    patches_per_image: int
+    pad_token_id: int
+    projector: nn.Module | None = None
+    """Set for families whose features can only be reduced after the projector (their tower output
+    feeds a reshape that needs the full grid, e.g. InternVL's pixel shuffle): projector-side
+    selection then runs on the projector's output, ``patches_per_image`` counts projected tokens
+    per tile, and reduction inside the tower is not available."""
+
+
 class Adapter(ABC):
     """Locates the decoder stack of one model family and computes a layer's attention rows."""
 
@@ -77,6 +105,19 @@ class Adapter(ABC):
         a family that injects visual features into its first layers raises this bound.
         """
         return 1, "layer 0 always sees every token"
+
+    def vision_tower(self, model: nn.Module) -> VisionTower:
+        """Where the vision tower of ``model`` feeds the projector, for encoder-side reduction.
+
+        Raises:
+            UnsupportedFeatureError: the family does not support encoder-side reduction (yet).
+        """
+        from ..errors import UnsupportedFeatureError
+
+        raise UnsupportedFeatureError(
+            f"Encoder-side reduction inside {type(model).__name__} is not supported yet (its placeholder layout "
+            "depends on the image). Use LLM-side reduction only (e.g. tokenprune.wrap(model, 'pyramiddrop'))."
+        )
 
     @abstractmethod
     def locate(self, model: nn.Module) -> DecoderStack:

@@ -10,6 +10,7 @@ tokenprune.unwrap(model)
 """
 
 from .api import WrapHandle, handle_of, pruned, unwrap, wrap
+from .composite import ProjectorSelection, VisionLanguageStrategy
 from .config import StrategyConfig
 from .engine import CallStats
 from .errors import (
@@ -55,6 +56,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "RegistrationError",
 ]
+__all__ += ["VisionLanguageStrategy", "ProjectorSelection"]
 
 
 def list_strategies() -> list[str]:

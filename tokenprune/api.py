@@ -9,6 +9,9 @@ from typing import Any
 from torch import nn
 
 from .engine import CallStats, Engine
+from .composite import VisionLanguageStrategy
+from .encoder import EncoderEngine
+from .encoder.vlm import CompositeEngine
 from .engine.runtime import check_attention
 from .errors import AlreadyWrappedError, NotWrappedError, UnsupportedFeatureError
 from .interfaces import Strategy
@@ -29,7 +32,7 @@ class WrapHandle:
     context manager: leaving the ``with`` block unwraps).
     """
 
-    def __init__(self, model: nn.Module, strategy: Strategy, adapter_name: str, engine: Engine):
+    def __init__(self, model: nn.Module, strategy: Strategy, adapter_name: str, engine: Engine | EncoderEngine):
         self.model = model
         self.strategy = strategy
         self.adapter_name = adapter_name
@@ -75,6 +78,34 @@ class WrapHandle:
         """
         return [(stage.layer, stage.idx, stage.valid) for stage in self._engine.stages]
 
+    def tokens_per_layer(self) -> dict[str, Any]:
+        """Visual tokens per layer of the last forward, across both stacks of a VLM.
+
+        ``{"vision": [block][image] or None, "projector": [image] or None, "llm": [layer][sample] or None}``.
+        For a plain LLM-side strategy only ``"llm"`` is set; for a wrapped vision encoder only ``"vision"``.
+        """
+        per_layer = getattr(self._engine, "tokens_per_layer", None)
+        if per_layer is not None:
+            return per_layer()
+        stats = self.stats
+        tokens = None if stats is None else stats.visual_tokens
+        if isinstance(self._engine, EncoderEngine):
+            return {"vision": tokens, "projector": None, "llm": None}
+        return {"vision": None, "projector": None, "llm": tokens}
+
+    def input_columns(self) -> Any:
+        """``(B, W)`` for encoder-side reduction in a VLM: the original ``input_ids`` column of every
+        column the last prefill ran on (``-1`` for a padding slot added when rows shrank unequally),
+        or ``None`` when no placeholder was removed."""
+        compaction = getattr(self._engine, "compaction", None)
+        return None if compaction is None else compaction.idx
+
+    def token_sizes(self) -> Any:
+        """``(B, n)`` how many input tokens each output token of the last forward stands for, when a
+        merging reducer ran in a vision encoder (``None`` otherwise: every token stands for itself)."""
+        sizes = getattr(self._engine, "sizes", None)
+        return sizes() if sizes is not None else None
+
     @property
     def active(self) -> bool:
         """Whether the hooks are still attached (False after `unwrap` or `remove`)."""
@@ -95,8 +126,8 @@ class WrapHandle:
         return f"WrapHandle(strategy={self.strategy.name!r}, adapter={self.adapter_name!r}, layers={list(self.layers)})"
 
 
-def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
-    if isinstance(strategy, Strategy):
+def _resolve_strategy(strategy: str | Strategy | VisionLanguageStrategy, options: dict[str, Any]) -> Any:
+    if isinstance(strategy, (Strategy, VisionLanguageStrategy)):
         if options:
             raise TypeError(
                 f"Options {sorted(options)} were given with a Strategy object; options configure a strategy "
@@ -112,7 +143,10 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
     Args:
-        model: a supported transformers VLM (``tokenprune list`` shows the adapters).
+        model: a supported transformers VLM, or a vision encoder (timm or open_clip
+            ``VisionTransformer``, transformers ``CLIPVisionModel`` / ``SiglipVisionModel``), in which
+            case the strategy's layers are block indices and tokens are reduced between blocks
+            (``tokenprune list`` shows the adapters).
         strategy: a registered strategy name (e.g. ``"pyramiddrop"``) or a `Strategy` object.
         **options: the strategy's config options, validated before anything is attached.
 
@@ -140,6 +174,13 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
             f"This model is already wrapped with {model.tokenprune.strategy.name!r}; call tokenprune.unwrap(model) first."
         )
     resolved = _resolve_strategy(strategy, options)
+    encoder = get_registry().encoder_adapter_for(model)
+    if encoder is not None:  # a vision encoder on its own (timm, open_clip, a transformers tower)
+        encoder.check(model)
+        encoder_engine = EncoderEngine(model, encoder, resolved)
+        encoder_engine.install()
+        object.__setattr__(model, HANDLE_ATTR, WrapHandle(model, resolved, encoder.name, encoder_engine))
+        return model
     adapter = get_registry().adapter_for(model)
     adapter.check(model)
     if resolved.positions == "compact" and not adapter.supports_compact_positions:
@@ -147,7 +188,20 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
             f"positions='compact' is undefined for {type(model).__name__}: its rotary positions are not 1-D. "
             "Use positions='keep' (every kept token keeps its original position)."
         )
-    engine = Engine(model, adapter, resolved)
+    if isinstance(resolved, VisionLanguageStrategy):
+        encoder_adapter = None
+        vision = adapter.vision_tower(model) if resolved.encoder is not None or resolved.projector is not None else None
+        if vision is not None and vision.projector is None:  # reduction reaches into the tower
+            tower = vision.tower
+            encoder_adapter = get_registry().encoder_adapter_for(tower)
+            if encoder_adapter is None:
+                raise UnsupportedFeatureError(
+                    f"No vision-encoder adapter handles {type(tower).__name__}, the tower of {type(model).__name__}; "
+                    "use LLM-side reduction only (VisionLanguageStrategy(llm=...))."
+                )
+        engine: Any = CompositeEngine(model, adapter, encoder_adapter, resolved)
+    else:
+        engine = Engine(model, adapter, resolved)
     check_attention(engine.stack.attn_implementation)
     generation = getattr(model, "generation_config", None)
     if getattr(generation, "cache_implementation", None) == "static":

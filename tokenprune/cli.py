@@ -113,6 +113,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     counts = [_plural(len(strategies) - 1, "strategy", "strategies"), _plural(len(adapters) - 1, "adapter", "adapters")]
     print(f"tokenprune {__version__}: {', '.join(counts)}\n")
     print(f"Strategies\n{format_table(strategies)}\n\nAdapters\n{format_table(adapters)}")
+    encoders = [["name", "handles", "source"]] + [
+        [a.name, a.adapter.description or "-", _source(a.source)]
+        for a in sorted(registry.encoder_adapters.values(), key=lambda a: a.name)
+    ]
+    if len(encoders) > 1:
+        print(f"\nVision-encoder adapters\n{format_table(encoders)}")
     return 0
 
 

@@ -20,10 +20,11 @@ import pluggy
 
 if TYPE_CHECKING:
     from .adapters.base import Adapter
+    from .adapters.encoder_base import EncoderAdapter
     from .config import StrategyConfig
     from .interfaces import Strategy
 
-__all__ = ["hookspec", "hookimpl", "RegisterStrategy", "RegisterAdapter"]
+__all__ = ["hookspec", "hookimpl", "RegisterStrategy", "RegisterAdapter", "RegisterEncoderAdapter"]
 
 hookspec = pluggy.HookspecMarker("tokenprune")
 hookimpl = pluggy.HookimplMarker("tokenprune")
@@ -49,6 +50,12 @@ class RegisterAdapter(Protocol):
     def __call__(self, adapter: Adapter) -> None: ...
 
 
+class RegisterEncoderAdapter(Protocol):
+    """The ``register`` callback handed to `tokenprune_register_encoder_adapters`."""
+
+    def __call__(self, adapter: EncoderAdapter) -> None: ...
+
+
 @hookspec
 def tokenprune_register_strategies(register: RegisterStrategy) -> None:
     """Register token-reduction strategies.
@@ -67,4 +74,15 @@ def tokenprune_register_adapters(register: RegisterAdapter) -> None:
     Call ``register(adapter)`` with a `tokenprune.adapters.base.Adapter` instance. An adapter
     says *where* things are in one model family (decoder layers, visual token ids, rotary
     module); it never says what to do with them.
+    """
+
+
+@hookspec
+def tokenprune_register_encoder_adapters(register: RegisterEncoderAdapter) -> None:
+    """Register vision-encoder adapters.
+
+    Call ``register(adapter)`` with a `tokenprune.adapters.encoder_base.EncoderAdapter` instance.
+    An encoder adapter says where a vision transformer's blocks are, how many prefix tokens it has
+    and how a block computes its queries and keys; `tokenprune.wrap` uses it when the model is a
+    vision encoder rather than a VLM.
     """

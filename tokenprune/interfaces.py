@@ -58,6 +58,8 @@ class ScoreContext:
     query_weight: Tensor
     _attention: Callable[[], Tensor] = field(repr=False, default=None)  # type: ignore[assignment]
     _cache: dict[str, Tensor] = field(repr=False, default_factory=dict)
+    sizes: Tensor | None = None
+    """``(B, n)`` how many original tokens each slot stands for (merging reducers); ``None`` = all 1."""
 
     def attention(self) -> Tensor:
         """``(B, n)`` attention the query token(s) pay to every slot.
@@ -71,6 +73,13 @@ class ScoreContext:
             self._cache["attention"] = self._attention()
         return self._cache["attention"]
 
+    def match_features(self) -> Tensor:
+        """``(B, n, f)`` features whose cosine similarity decides which tokens merge.
+
+        The hidden states here; an encoder context returns the block's head-mean keys (ToMe's metric).
+        """
+        return self.hidden
+
 
 @dataclass
 class Reduction:
@@ -81,10 +90,16 @@ class Reduction:
             (text, queries) itself.
         hidden: optional ``(B, n, d)`` replacement hidden states (merging reducers write the merged
             features here); ``None`` keeps the input hidden states.
+        sizes: optional ``(B, n)`` tokens each slot stands for after merging (kept slots carry the
+            sizes of what merged into them). Read by the encoder engine; ``None`` leaves sizes unchanged.
+        proportional_attention: ask the engine to add ``log(size)`` to the attention logits of every
+            later block (ToMe's proportional attention), so a merged token weighs as the tokens it holds.
     """
 
     keep: Tensor
     hidden: Tensor | None = None
+    sizes: Tensor | None = None
+    proportional_attention: bool = False
 
 
 class Scheduler(ABC):

@@ -23,8 +23,9 @@ from .interfaces import Strategy
 
 if TYPE_CHECKING:
     from .adapters.base import Adapter
+    from .adapters.encoder_base import EncoderAdapter
 
-__all__ = ["Registry", "StrategySpec", "AdapterSpec", "get_registry", "reset_registry"]
+__all__ = ["Registry", "StrategySpec", "AdapterSpec", "EncoderAdapterSpec", "get_registry", "reset_registry"]
 
 ENTRY_POINT_GROUP = "tokenprune"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -55,6 +56,18 @@ class AdapterSpec:
         return self.adapter.name
 
 
+@dataclass(frozen=True)
+class EncoderAdapterSpec:
+    """A registered vision-encoder adapter and where it came from."""
+
+    adapter: EncoderAdapter
+    source: str
+
+    @property
+    def name(self) -> str:
+        return self.adapter.name
+
+
 @dataclass
 class Registry:
     """Strategies and adapters by name."""
@@ -62,6 +75,7 @@ class Registry:
     strategies: dict[str, StrategySpec] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
     adapters: dict[str, AdapterSpec] = field(default_factory=dict)
+    encoder_adapters: dict[str, EncoderAdapterSpec] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     """Plugins whose import failed: ``"<distribution>:<entry point>"`` -> the error."""
 
@@ -85,6 +99,9 @@ class Registry:
         for impl in pm.hook.tokenprune_register_adapters.get_hookimpls():
             source = sources.get(impl.plugin_name, impl.plugin_name)
             impl.function(register=registry._adapter_registrar(source))
+        for impl in pm.hook.tokenprune_register_encoder_adapters.get_hookimpls():
+            source = sources.get(impl.plugin_name, impl.plugin_name)
+            impl.function(register=registry._encoder_adapter_registrar(source))
         return registry
 
     def _strategy_registrar(self, source: str) -> hookspecs.RegisterStrategy:
@@ -120,6 +137,16 @@ class Registry:
 
         return register
 
+    def _encoder_adapter_registrar(self, source: str) -> hookspecs.RegisterEncoderAdapter:
+        def register(adapter: EncoderAdapter) -> None:
+            _check_name(adapter.name, "encoder adapter")
+            if adapter.name in self.encoder_adapters or adapter.name in self.adapters:
+                owner = (self.encoder_adapters.get(adapter.name) or self.adapters[adapter.name]).source
+                raise RegistrationError(f"Adapter {adapter.name!r} from {source} is already registered by {owner}.")
+            self.encoder_adapters[adapter.name] = EncoderAdapterSpec(adapter, source)
+
+        return register
+
     # -- lookups ------------------------------------------------------------------------------
     def strategy(self, name: str) -> StrategySpec:
         """The spec registered under ``name`` or one of its aliases."""
@@ -145,7 +172,19 @@ class Registry:
             if spec.adapter.matches(model):
                 return spec.adapter
         supported = [t for spec in self.adapters.values() for t in spec.adapter.model_types]
-        raise UnsupportedModelError(model, supported)
+        encoders = [spec.adapter.description or spec.name for spec in self.encoder_adapters.values()]
+        hint = (f"Vision encoders supported: {'; '.join(encoders)}. " if encoders else "") + (
+            "Wrap the full *ForConditionalGeneration model, or register an adapter for this family "
+            "(see docs: 'Add an adapter')."
+        )
+        raise UnsupportedModelError(model, supported, hint=hint)
+
+    def encoder_adapter_for(self, model: object) -> EncoderAdapter | None:
+        """The first registered vision-encoder adapter that matches ``model`` (``None`` if none)."""
+        for spec in self.encoder_adapters.values():
+            if spec.adapter.matches(model):
+                return spec.adapter
+        return None
 
 
 def _load_entry_points(pm: pluggy.PluginManager, failed: dict[str, str]) -> dict[str, str]:

@@ -7,5 +7,11 @@ They name what they compute, never a method: PyramidDrop is `StageScheduler` +
 from .reducers import TopKDrop
 from .schedulers import StageScheduler
 from .scorers import QueryAttentionScorer
+from .bipartite import BipartiteMerge
+from .merge import SimilarityMerge
+from .rate import ConstantRateScheduler
+from .received import ReceivedAttentionScorer
+from .null import NullScorer
 
 __all__ = ["StageScheduler", "QueryAttentionScorer", "TopKDrop"]
+__all__ += ["SimilarityMerge", "BipartiteMerge", "ConstantRateScheduler", "ReceivedAttentionScorer", "NullScorer"]

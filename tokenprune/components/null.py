@@ -1,0 +1,20 @@
+"""A scorer for reducers that decide by themselves (e.g. bipartite matching)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..interfaces import ScoreContext, Scorer
+
+__all__ = ["NullScorer"]
+
+
+class NullScorer(Scorer):
+    """All-zero scores at no cost, for reducers that ignore scores (`BipartiteMerge`)."""
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        return torch.zeros(ctx.hidden.shape[:2], device=ctx.hidden.device)
+
+    def __repr__(self) -> str:
+        return "NullScorer()"
