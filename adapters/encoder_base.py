@@ -42,6 +42,7 @@ class EncoderStack:
 
     @property
     def num_layers(self) -> int:
+        """Number of transformer blocks in the tower."""
         return len(self.blocks)
 
 

@@ -299,4 +299,25 @@ def setup_plugin(namespace: dict, loader: TinyLoader, monkeypatch: Any) -> None:
     namespace["tiny_llava"] = namespace["model"]
 
 
-SETUPS: dict[str, Callable[[dict, TinyLoader, Any], None]] = {"llava": setup_llava, "plugin": setup_plugin}
+def setup_encoder(namespace: dict, loader: TinyLoader, monkeypatch: Any) -> None:
+    """The encoder guide: `timm.create_model` builds a small random ViT of the named family (no
+    download; 6 blocks so block-4 schedules resolve), `images`, and the LLaVA namespace."""
+    import timm
+    import torch
+
+    create = timm.create_model
+
+    def small_random(name: str, pretrained: bool = False, **kwargs: Any):
+        small = {"img_size": 64, "embed_dim": 64, "depth": 6, "num_heads": 2}
+        return create(name, pretrained=False, **{**small, **kwargs})
+
+    monkeypatch.setattr(timm, "create_model", small_random)
+    setup_llava(namespace, loader, monkeypatch)
+    namespace["images"] = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+SETUPS: dict[str, Callable[[dict, TinyLoader, Any], None]] = {
+    "llava": setup_llava,
+    "plugin": setup_plugin,
+    "encoder": setup_encoder,
+}

@@ -18,7 +18,7 @@ strategy = VisionLanguageStrategy(
     projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()),   # [CLS] attention
     llm=get_registry().build("pyramiddrop", ratio=0.5),
 )
-tokenprune.wrap(llava, strategy)
+tokenprune.wrap(model, strategy)
 ```
 """
 
@@ -77,6 +77,7 @@ class VisionLanguageStrategy:
 
     @property
     def positions(self) -> str:
+        """Rotary-position policy of the LLM part (``"keep"`` when there is none)."""
         return self.llm.positions if self.llm is not None else "keep"
 
     @property
@@ -86,4 +87,5 @@ class VisionLanguageStrategy:
 
     @property
     def config(self):
+        """The LLM part's validated config, if any (what `WrapHandle.config` reports)."""
         return self.llm.config if self.llm is not None else None

@@ -65,6 +65,7 @@ class EncoderAdapterSpec:
 
     @property
     def name(self) -> str:
+        """The encoder adapter's registry name."""
         return self.adapter.name
 
 

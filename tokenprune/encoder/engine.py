@@ -54,6 +54,7 @@ class EncoderStats:
 
     @property
     def flops_saved(self) -> float:
+        """Share of the dense blocks' FLOPs this call did not spend (0 when nothing was removed)."""
         dense = sum(self.dense_flops)
         return 1.0 - sum(self.flops) / dense if dense else 0.0
 
@@ -148,6 +149,7 @@ class EncoderEngine:
             raise
 
     def remove(self) -> None:
+        """Detach every block hook (idempotent)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -160,16 +162,19 @@ class EncoderEngine:
 
     @property
     def stats(self) -> EncoderStats | None:
+        """Tokens and FLOPs per block of the current (or else the last completed) forward."""
         state = self._state or self._latest
         return None if state is None else self._stats(state)
 
     @property
     def stages(self) -> list[Stage]:
+        """Stages (surviving slots from each reduction block on) of the current or last forward."""
         state = self._state or self._latest
         return [] if state is None else list(state.stages)
 
     @property
     def final(self) -> tuple[int, Stage] | None:
+        """``(original length, last stage)`` of the last forward, if it removed tokens."""
         state = self._state or self._latest
         if state is None or len(state.stages) < 2:
             return None

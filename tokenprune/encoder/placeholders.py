@@ -39,6 +39,7 @@ class Compaction:
 
     @property
     def real(self) -> Tensor:
+        """``(B, n)`` True for columns that hold a real token (False for re-padding)."""
         return self.idx >= 0
 
     def take(self, t: Tensor, fill: float | int) -> Tensor:

@@ -117,6 +117,7 @@ class VisionBridge:
 
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
+        """Attach every hook; on any failure remove what was attached (never a half-applied wrap)."""
         try:
             if self.tower_engine is not None:
                 self.tower_engine.install()
@@ -136,6 +137,7 @@ class VisionBridge:
             raise
 
     def remove(self) -> None:
+        """Detach every hook of this part (idempotent)."""
         if self.tower_engine is not None:
             self.tower_engine.remove()
         for handle in self._handles:
@@ -360,6 +362,7 @@ class CompositeEngine:
         self.layers = self.llm.layers if self.llm is not None else ()
 
     def install(self) -> None:
+        """Attach every hook; on any failure remove what was attached (never a half-applied wrap)."""
         try:
             if self.bridge is not None:
                 self.bridge.install()
@@ -370,6 +373,7 @@ class CompositeEngine:
             raise
 
     def remove(self) -> None:
+        """Detach every hook of this part (idempotent)."""
         if self.llm is not None:
             self.llm.remove()
         if self.bridge is not None:
@@ -377,18 +381,22 @@ class CompositeEngine:
 
     @property
     def stats(self):
+        """The LLM engine's per-call stats (``None`` without an LLM part)."""
         return self.llm.stats if self.llm is not None else None
 
     @property
     def stages(self):
+        """The LLM engine's stages of the last prefill."""
         return self.llm.stages if self.llm is not None else []
 
     @property
     def final(self):
+        """The LLM engine's ``(original length, last stage)``, if it removed tokens."""
         return self.llm.final if self.llm is not None else None
 
     @property
     def compaction(self) -> Compaction | None:
+        """The last prefill's placeholder column map (``None`` when nothing was compacted)."""
         return self.bridge.compaction if self.bridge is not None else None
 
     def tokens_per_layer(self) -> dict[str, Any]:
