@@ -8,7 +8,7 @@ alternate between the two models, and the report gives median step times (forwar
 AdamW step), the reduction, the FLOPs-ideal reduction of the decoder's visual tokens from the cost
 model, and both loss curves.
 
-    OMP_NUM_THREADS=2 python examples/train_with_pyramiddrop.py                   # CPU, ~2 minutes
+    OMP_NUM_THREADS=1 python examples/train_with_pyramiddrop.py --threads 1      # CPU, about a minute
     python examples/train_with_pyramiddrop.py --device cuda --dtype bfloat16 \\
         --hidden 2048 --layers 16 --image-side 24 --batch 8 --steps 30            # one GPU
 
