@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..engine.placement import execution_device
+
 __all__ = ["Adapter", "DecoderStack", "VisionTower"]
 
 
@@ -167,9 +169,10 @@ class Adapter(ABC):
             return torch.isin(input_ids, ids)
         if inputs_embeds is None:
             raise ValueError("The model was called with neither input_ids nor inputs_embeds.")
-        weight = stack.embeddings.weight
         mask = torch.zeros(inputs_embeds.shape[:2], dtype=torch.bool, device=inputs_embeds.device)
+        device = execution_device(stack.embeddings)  # called, not indexed: offloaded weights load in the call
         for token in stack.visual_token_ids:
-            emb = weight[token].to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)
-            mask |= (inputs_embeds == emb).all(-1)
+            with torch.no_grad():
+                emb = stack.embeddings(torch.tensor([token], device=device))[0]
+            mask |= (inputs_embeds == emb.to(device=inputs_embeds.device, dtype=inputs_embeds.dtype)).all(-1)
         return mask

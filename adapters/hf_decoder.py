@@ -14,6 +14,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..engine.placement import execution_device
 from .base import Adapter, DecoderStack
 
 __all__ = ["HFDecoderAdapter"]
@@ -52,7 +53,9 @@ class HFDecoderAdapter(Adapter):
         allowed: Tensor,
     ) -> Tensor:
         attn = layer.self_attn
-        device = attn.q_proj.weight.device  # under a device map the hook sees the previous layer's device
+        # Under a device map the pre-hook sees the previous layer's device; with offloading the
+        # weights are on "meta" until the projection's own hook loads them.
+        device = execution_device(attn.q_proj)
         h = layer.input_layernorm(hidden.to(device))
         batch, n, width = h.shape
         head_dim = attn.head_dim

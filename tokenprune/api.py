@@ -139,6 +139,21 @@ def _resolve_strategy(strategy: str | Strategy | VisionLanguageStrategy, options
     raise TypeError(f"strategy must be a registered name or a tokenprune.Strategy, got {type(strategy).__name__}.")
 
 
+def _inner_model(model: nn.Module) -> nn.Module:
+    """The transformers model inside a fine-tuning container, else ``model`` itself.
+
+    A PEFT ``PeftModel`` (and anything else following its ``get_base_model()`` protocol) holds the
+    transformers model whose modules, config and ``loss_function`` the engine hooks into; the
+    container forwards attribute reads to it, so ``container.tokenprune`` still finds the handle.
+    """
+    get_base = getattr(type(model), "get_base_model", None)
+    if callable(get_base):
+        inner = model.get_base_model()
+        if isinstance(inner, nn.Module) and inner is not model:
+            return _inner_model(inner)
+    return model
+
+
 def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **options: Any) -> nn.Module:
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
@@ -151,7 +166,9 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         **options: the strategy's config options, validated before anything is attached.
 
     Returns:
-        ``model`` itself, with removable hooks and its `WrapHandle` at ``model.tokenprune``.
+        ``model`` itself, with removable hooks and its `WrapHandle` at ``model.tokenprune``. A PEFT
+        model (anything with ``get_base_model()``) is hooked at its base transformers model, and
+        ``model.tokenprune`` reaches the handle through the container.
 
     Raises:
         UnknownStrategyError: the name is not registered (the message lists the known ones).
@@ -169,6 +186,7 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         tokenprune.unwrap(model)
         ```
     """
+    outer, model = model, _inner_model(model)
     if isinstance(getattr(model, HANDLE_ATTR, None), WrapHandle):
         raise AlreadyWrappedError(
             f"This model is already wrapped with {model.tokenprune.strategy.name!r}; call tokenprune.unwrap(model) first."
@@ -211,7 +229,7 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         )
     engine.install()
     object.__setattr__(model, HANDLE_ATTR, WrapHandle(model, resolved, adapter.name, engine))
-    return model
+    return outer
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -220,7 +238,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     if not isinstance(handle, WrapHandle):
         raise NotWrappedError("This model is not wrapped by tokenprune (nothing to unwrap).")
     handle._engine.remove()
-    object.__delattr__(model, HANDLE_ATTR)
+    object.__delattr__(handle.model, HANDLE_ATTR)
     return model
 
 
