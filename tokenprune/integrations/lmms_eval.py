@@ -127,6 +127,7 @@ class TokenpruneEvalModel:
     # -- prompts ---------------------------------------------------------------------------------
     @property
     def tokenizer(self) -> Any:
+        """The processor's tokenizer (lmms-eval reads it for prompt lengths and stop strings)."""
         return self.processor.tokenizer
 
     def _prompt(self, context: str, num_images: int) -> str:
@@ -231,6 +232,7 @@ class TokenpruneEvalModel:
         return logits[0, match.int().argmax(1)]
 
     def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
+        """Multi-round generation is not supported yet: raises `NotImplementedError`."""
         raise NotImplementedError("The tokenprune lmms-eval model does not support multi-round generation yet.")
 
     def unwrap(self) -> None:
