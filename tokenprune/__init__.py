@@ -15,6 +15,7 @@ from .engine import CallStats
 from .errors import (
     AlreadyWrappedError,
     NotWrappedError,
+    IncompatibleComponentsError,
     RegistrationError,
     ScheduleError,
     TokenpruneError,
@@ -54,9 +55,16 @@ __all__ = [
     "ScheduleError",
     "UnsupportedFeatureError",
     "RegistrationError",
+    "IncompatibleComponentsError",
+    "list_components",
 ]
 
 
 def list_strategies() -> list[str]:
     """Names of every registered strategy."""
     return sorted(get_registry().strategies)
+
+
+def list_components() -> dict[str, list[str]]:
+    """Names of every registered scheduler, scorer and reducer, by kind."""
+    return {kind: sorted(specs) for kind, specs in get_registry().components.items()}

@@ -93,7 +93,20 @@ class WrapHandle:
         return f"WrapHandle(strategy={self.strategy.name!r}, adapter={self.adapter_name!r}, layers={list(self.layers)})"
 
 
-def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
+COMPONENT_OPTIONS = ("scheduler", "scorer", "reducer")
+"""Options of `wrap` that compose a strategy from registered components instead of naming one."""
+
+
+def _resolve_strategy(strategy: str | Strategy | None, options: dict[str, Any]) -> Strategy:
+    if any(key in options for key in COMPONENT_OPTIONS):
+        if strategy is not None:
+            raise TypeError(
+                f"Give either a strategy ({strategy if isinstance(strategy, str) else 'a Strategy object'!r}) or "
+                "components (scheduler=, scorer=, reducer=), not both: components compose a strategy of their own."
+            )
+        return get_registry().compose(**options)
+    if strategy is None:
+        strategy = "pyramiddrop"
     if isinstance(strategy, Strategy):
         if options:
             raise TypeError(
@@ -106,13 +119,16 @@ def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Stra
     raise TypeError(f"strategy must be a registered name or a tokenprune.Strategy, got {type(strategy).__name__}.")
 
 
-def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **options: Any) -> nn.Module:
+def wrap(model: nn.Module, strategy: str | Strategy | None = None, /, **options: Any) -> nn.Module:
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
     Args:
         model: a supported transformers VLM (``tokenprune list`` shows the adapters).
-        strategy: a registered strategy name (e.g. ``"pyramiddrop"``) or a `Strategy` object.
-        **options: the strategy's config options, validated before anything is attached.
+        strategy: a registered strategy name (e.g. ``"pyramiddrop"``, the default) or a `Strategy`
+            object. Leave it out and pass ``scheduler=``, ``scorer=`` and/or ``reducer=`` (registered
+            component names) to compose a strategy instead.
+        **options: the strategy's (or the components') config options, validated before anything is
+            attached.
 
     Returns:
         ``model`` itself, with removable hooks and its `WrapHandle` at ``model.tokenprune``.
@@ -124,6 +140,7 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         ScheduleError: the schedule does not fit this model (e.g. a layer out of range).
         UnsupportedFeatureError: flex attention, static cache, or compact positions where undefined.
         AlreadyWrappedError: the model is already wrapped.
+        IncompatibleComponentsError: composed components that cannot work together.
 
     Example:
         ```python
@@ -177,7 +194,7 @@ def handle_of(model: nn.Module) -> WrapHandle:
 
 
 @contextmanager
-def pruned(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **options: Any) -> Iterator[WrapHandle]:
+def pruned(model: nn.Module, strategy: str | Strategy | None = None, /, **options: Any) -> Iterator[WrapHandle]:
     """Context-manager form of `wrap`: the model is unwrapped when the block exits.
 
     Example:

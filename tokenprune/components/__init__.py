@@ -4,8 +4,26 @@ They name what they compute, never a method: PyramidDrop is `StageScheduler` +
 `QueryAttentionScorer` + `TopKDrop`; FastV is the same with a single stage.
 """
 
+from .attention_scorers import ReceivedAttentionScorer, TextRaterScorer
+from .baselines import ConstantScorer, RandomScorer, StrideDrop
+from .dedup import PivotDedupDrop
+from .feature_scorers import KeyNormScorer, L2NormScorer
 from .reducers import TopKDrop
 from .schedulers import StageScheduler
 from .scorers import QueryAttentionScorer
+from .stagewise import PerStageReducer
 
-__all__ = ["StageScheduler", "QueryAttentionScorer", "TopKDrop"]
+__all__ = [
+    "StageScheduler",
+    "QueryAttentionScorer",
+    "TopKDrop",
+    "ReceivedAttentionScorer",
+    "TextRaterScorer",
+    "L2NormScorer",
+    "KeyNormScorer",
+    "RandomScorer",
+    "ConstantScorer",
+    "StrideDrop",
+    "PivotDedupDrop",
+    "PerStageReducer",
+]
