@@ -271,3 +271,20 @@ def test_composed_config_round_trips_json():
 
 def test_reduction_type_is_unchanged():
     assert Reduction(keep=torch.ones(1, 1, dtype=torch.bool)).hidden is None
+
+
+def test_cli_list_shows_strategies_components_and_their_options(capsys):
+    from tokenprune.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]) for line in out.splitlines() if line.strip()}
+    for name in ("fastv", "sparsevlm", "dart", "random", "uniform", "pyramiddrop"):
+        line = next(row for row in out.splitlines() if row.strip().startswith(name + " "))
+        assert "tokenprune-vlm" in line and "(built-in)" in line
+    assert "k, r, query, budget" in out  # FastV's options
+    for kind, name in [("scheduler", "pyramid"), ("scheduler", "once"), ("scorer", "l2norm"), ("scorer", "received"),
+                       ("scorer", "text_raters"), ("scorer", "keynorm"), ("scorer", "random"),
+                       ("reducer", "topk"), ("reducer", "stride"), ("reducer", "dedup")]:
+        assert (kind, name) in rows, (kind, name)
+    assert "Adapters" in out and "qwen_vl" in out

@@ -97,16 +97,21 @@ COMPONENT_OPTIONS = ("scheduler", "scorer", "reducer")
 """Options of `wrap` that compose a strategy from registered components instead of naming one."""
 
 
-def _resolve_strategy(strategy: str | Strategy | None, options: dict[str, Any]) -> Strategy:
+class _DefaultStrategy(str):
+    """The default strategy name, recognisable by identity (so an explicit name is never mistaken for it)."""
+
+
+DEFAULT_STRATEGY = _DefaultStrategy("pyramiddrop")
+
+
+def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
     if any(key in options for key in COMPONENT_OPTIONS):
-        if strategy is not None:
+        if strategy is not DEFAULT_STRATEGY:
             raise TypeError(
                 f"Give either a strategy ({strategy if isinstance(strategy, str) else 'a Strategy object'!r}) or "
                 "components (scheduler=, scorer=, reducer=), not both: components compose a strategy of their own."
             )
         return get_registry().compose(**options)
-    if strategy is None:
-        strategy = "pyramiddrop"
     if isinstance(strategy, Strategy):
         if options:
             raise TypeError(
@@ -119,7 +124,7 @@ def _resolve_strategy(strategy: str | Strategy | None, options: dict[str, Any]) 
     raise TypeError(f"strategy must be a registered name or a tokenprune.Strategy, got {type(strategy).__name__}.")
 
 
-def wrap(model: nn.Module, strategy: str | Strategy | None = None, /, **options: Any) -> nn.Module:
+def wrap(model: nn.Module, strategy: str | Strategy = DEFAULT_STRATEGY, /, **options: Any) -> nn.Module:
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
     Args:
@@ -194,7 +199,7 @@ def handle_of(model: nn.Module) -> WrapHandle:
 
 
 @contextmanager
-def pruned(model: nn.Module, strategy: str | Strategy | None = None, /, **options: Any) -> Iterator[WrapHandle]:
+def pruned(model: nn.Module, strategy: str | Strategy = DEFAULT_STRATEGY, /, **options: Any) -> Iterator[WrapHandle]:
     """Context-manager form of `wrap`: the model is unwrapped when the block exits.
 
     Example:
