@@ -18,6 +18,7 @@ from ..components import (
     RandomScorer,
     ReceivedAttentionScorer,
     StrideDrop,
+    TextAttentionScorer,
     TextRaterScorer,
     TopKDrop,
 )
@@ -68,6 +69,8 @@ def tokenprune_register_components(register: RegisterComponent) -> None:
              description="Average attention received from all tokens (FastV's paper).")
     register("scorer", "text_raters", PreviousLayerOption, lambda c: TextRaterScorer(layer=c.score_layer),
              description="Mean attention of the relevant text tokens (SparseVLM-style).")
+    register("scorer", "text_attention", LayerOption, lambda c: TextAttentionScorer(layer=c.score_layer),
+             description="Mean attention of the whole instruction after the image (multi-query).")
     register("scorer", "l2norm", NoOptions, lambda c: L2NormScorer(),
              description="L2 norm of the hidden state (cheap, no attention).")
     register("scorer", "keynorm", PreviousLayerOption, lambda c: KeyNormScorer(layer=c.score_layer),

@@ -24,7 +24,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..budget import Budget, BudgetError, budget_field, budget_flops_field, reference_field, solve
-from ..components import ConstantScorer, PerStageReducer, QueryAttentionScorer, StageScheduler, StrideDrop, TopKDrop
+from ..components import (
+    ConstantScorer,
+    PerStageReducer,
+    QueryAttentionScorer,
+    StageScheduler,
+    StrideDrop,
+    TextAttentionScorer,
+    TopKDrop,
+)
 from ..components.schedulers import resolve_boundary
 from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
@@ -158,6 +166,11 @@ class PyramidDropConfig(PyramidScheduleConfig):
         description="'attention' (the paper); 'uniform_then_attention' keeps an even stride at the first "
         "boundary and ranks by attention after (VideoChat-Flash's uniform0_attention); 'uniform' strides everywhere.",
     )
+    query: Literal["last", "instruction"] = Field(
+        "last",
+        description="Who rates the visual tokens: 'last' instruction token (the paper; in training the token before "
+        "each answer span), or the whole 'instruction' after the image, averaged (multi-query scoring).",
+    )
 
 
 class PyramidSchedulerOptions(PyramidScheduleConfig):
@@ -175,12 +188,13 @@ def build_scheduler(config: PyramidScheduleConfig) -> StageScheduler:
 
 def build(config: PyramidDropConfig) -> Strategy:
     """Stage scheduler + last-instruction-token attention + top-k drop (or the uniform variants)."""
+    attention = TextAttentionScorer() if config.query == "instruction" else QueryAttentionScorer()
     if config.scoring == "uniform":
         scorer, reducer = ConstantScorer(), StrideDrop()
     elif config.scoring == "uniform_then_attention":
-        scorer, reducer = QueryAttentionScorer(), PerStageReducer([StrideDrop(), TopKDrop()])
+        scorer, reducer = attention, PerStageReducer([StrideDrop(), TopKDrop()])
     else:
-        scorer, reducer = QueryAttentionScorer(), TopKDrop()
+        scorer, reducer = attention, TopKDrop()
     return Strategy(
         scheduler=build_scheduler(config),
         scorer=scorer,

@@ -99,6 +99,25 @@ def test_sparsevlm_raters_are_text_after_the_image_and_scores_their_attention():
     assert (score[0] - expected).abs()[visual].max().item() <= 1e-6
 
 
+def test_instruction_query_is_the_mean_attention_of_the_text_after_the_image():
+    from tokenprune.components import TextAttentionScorer
+
+    model = _model("qwen2_vl", "eager")
+    inputs = tm.FAMILIES["qwen2_vl"][1](model, layout="left_padded")
+    recorder = Recorder(TextAttentionScorer())
+    with tokenprune.pruned(model, Strategy(StageScheduler([2], [0.5]), recorder, TopKDrop())):
+        model(**inputs)
+    score = recorder.seen[2][0]
+    attn = model(**inputs, output_attentions=True).attentions[2].double().mean(1)  # the reduction layer itself
+    visual = _visual_positions(model, inputs)
+    for b in range(visual.shape[0]):
+        last_visual = int(visual[b].nonzero().max())
+        rows = [i for i in range(last_visual + 1, visual.shape[1]) if inputs["attention_mask"][b, i]]
+        assert rows and rows[-1] == int(last_positions(inputs["attention_mask"])[b])
+        expected = attn[b, rows].mean(0)
+        assert (score[b] - expected).abs()[visual[b]].max().item() <= 1e-6
+
+
 # -- DART -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
 def test_dart_keeps_its_pivots_and_exactly_its_budget(family):

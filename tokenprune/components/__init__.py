@@ -4,7 +4,7 @@ They name what they compute, never a method: PyramidDrop is `StageScheduler` +
 `QueryAttentionScorer` + `TopKDrop`; FastV is the same with a single stage.
 """
 
-from .attention_scorers import ReceivedAttentionScorer, TextRaterScorer
+from .attention_scorers import ReceivedAttentionScorer, TextAttentionScorer, TextRaterScorer
 from .baselines import ConstantScorer, RandomScorer, StrideDrop
 from .dedup import PivotDedupDrop
 from .feature_scorers import KeyNormScorer, L2NormScorer
@@ -19,6 +19,7 @@ __all__ = [
     "TopKDrop",
     "ReceivedAttentionScorer",
     "TextRaterScorer",
+    "TextAttentionScorer",
     "L2NormScorer",
     "KeyNormScorer",
     "RandomScorer",

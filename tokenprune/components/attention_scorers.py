@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..interfaces import LayerChoice, ScoreContext, Scorer
 
-__all__ = ["ReceivedAttentionScorer", "TextRaterScorer", "text_tail"]
+__all__ = ["ReceivedAttentionScorer", "TextRaterScorer", "TextAttentionScorer", "text_tail"]
 
 
 class ReceivedAttentionScorer(Scorer):
@@ -83,3 +83,29 @@ class TextRaterScorer(Scorer):
 
     def __repr__(self) -> str:
         return f"TextRaterScorer(layer={self.layer!r})"
+
+
+class TextAttentionScorer(Scorer):
+    """Mean attention of every text token after the image, plus the query token(s) (multi-query scoring).
+
+    A many-query variant of PyramidDrop's last-token score: the whole instruction rates the visual
+    tokens, each query row weighted equally. A sample without text after its image rates with its
+    query token(s) alone.
+
+    Args:
+        layer: ``"current"`` (default, PyramidDrop's layer) or ``"previous"``.
+    """
+
+    def __init__(self, layer: LayerChoice = "current"):
+        self.layer = layer
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        rows = text_tail(ctx).scatter(1, ctx.query, True) & ctx.valid
+        count = rows.sum(1)
+        width = max(int(count.max()), 1)
+        slots = torch.sort((~rows).int(), dim=1, stable=True).indices[:, :width]
+        weight = (torch.arange(width, device=count.device)[None] < count[:, None]).to(torch.float32)
+        return ctx.attention_from(slots, weight / count.clamp(min=1)[:, None], layer=self.layer)
+
+    def __repr__(self) -> str:
+        return f"TextAttentionScorer(layer={self.layer!r})"
