@@ -149,7 +149,8 @@ def solve(family: Family, budget: Budget, lo: float = 0.0, hi: float = 1.0, what
     low, high = budget.measure(*family(lo)), budget.measure(*family(hi))
     if not low - 1e-9 <= budget.target <= high + 1e-9:
         raise BudgetError(
-            f"Budget {budget.describe()} is out of reach for this schedule: it spans {low:.4g} to {high:.4g}. "
+            f"Budget {budget.describe()} is out of reach for this schedule: its {what} spans "
+            f"{low:.4g} to {high:.4g} over [{lo:g}, {hi:g}]. "
             "Move the reduction layers (an earlier first layer reaches smaller budgets) or change the budget."
         )
     for _ in range(200):
