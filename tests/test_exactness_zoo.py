@@ -40,7 +40,8 @@ CELLS = [pytest.param(s, f, id=f"{s}-{f}") for s in ZOO for f in FAMILIES]
 
 def _wrap(model, name: str, keep_all: bool = False):
     strategy, options, all_options = ZOO[name]
-    return tokenprune.wrap(model, strategy, **(all_options if keep_all else options))
+    options = all_options if keep_all else options
+    return tokenprune.wrap(model, **options) if strategy is None else tokenprune.wrap(model, strategy, **options)
 
 
 @pytest.fixture

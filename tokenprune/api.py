@@ -104,11 +104,15 @@ class _DefaultStrategy(str):
 DEFAULT_STRATEGY = _DefaultStrategy("pyramiddrop")
 
 
+def _describe(strategy: object) -> str:
+    return repr(strategy) if isinstance(strategy, str) else type(strategy).__name__
+
+
 def _resolve_strategy(strategy: str | Strategy, options: dict[str, Any]) -> Strategy:
     if any(key in options for key in COMPONENT_OPTIONS):
         if strategy is not DEFAULT_STRATEGY:
             raise TypeError(
-                f"Give either a strategy ({strategy if isinstance(strategy, str) else 'a Strategy object'!r}) or "
+                f"Give either a strategy (got {_describe(strategy)}) or "
                 "components (scheduler=, scorer=, reducer=), not both: components compose a strategy of their own."
             )
         return get_registry().compose(**options)
