@@ -147,6 +147,18 @@ class Adapter(ABC):
             ``(B, Q, n)`` probabilities (rows sum to 1 over allowed keys).
         """
 
+    def layer_keys(self, layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+        """``(B, n, H * head_dim)`` post-rotary keys of every slot, as ``layer`` computes them.
+
+        KV heads are repeated to the query heads (grouped-query attention), so every family gives one
+        vector per token of the same layout. Optional: scorers that read keys (e.g. DART's pivots)
+        need it; an adapter without it makes them raise this error.
+        """
+        raise NotImplementedError(
+            f"Adapter {self.name!r} does not compute attention keys; scorers that read keys (ScoreContext.keys) "
+            "need an adapter that implements layer_keys."
+        )
+
     def has_visual_inputs(self, kwargs: dict[str, Any]) -> bool:
         """Whether a forward call carries images or videos.
 

@@ -77,3 +77,18 @@ class HFDecoderAdapter(Adapter):
         logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return torch.softmax(logits, dim=-1, dtype=dtype).mean(dim=1)
+
+    def layer_keys(self, layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+        attn = layer.self_attn
+        device = attn.k_proj.weight.device
+        h = layer.input_layernorm(hidden.to(device))
+        batch, n, _ = h.shape
+        k = attn.k_proj(h).view(batch, n, -1, attn.head_dim)
+        if hasattr(attn, "k_norm"):
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)
+        cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
+        k = sys.modules[type(attn).__module__].apply_rotary_pos_emb(k, k, cos, sin)[1]
+        heads = attn.q_proj.out_features // attn.head_dim
+        k = k.repeat_interleave(heads // k.shape[1], dim=1)  # grouped-query attention
+        return k.transpose(1, 2).reshape(batch, n, -1)

@@ -23,12 +23,22 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..components import QueryAttentionScorer, StageScheduler, TopKDrop
+from ..budget import Budget, BudgetError, budget_field, budget_flops_field, reference_field, solve
+from ..components import (
+    ConstantScorer,
+    PerStageReducer,
+    QueryAttentionScorer,
+    StageScheduler,
+    StrideDrop,
+    TextAttentionScorer,
+    TopKDrop,
+)
+from ..components.schedulers import resolve_boundary
 from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 from ..interfaces import Strategy
 
-__all__ = ["PyramidDropConfig", "build", "DEFAULT_RATIO", "DEFAULT_STAGES"]
+__all__ = ["PyramidScheduleConfig", "PyramidDropConfig", "build", "build_scheduler", "DEFAULT_RATIO", "DEFAULT_STAGES"]
 
 DEFAULT_RATIO = 0.5
 """λ when neither ``ratio`` nor ``image_token_ratio_list`` is given (the paper's choice)."""
@@ -36,11 +46,11 @@ DEFAULT_STAGES = 4
 """S when no boundaries are given (the paper's choice)."""
 
 
-class PyramidDropConfig(StrategyConfig):
-    """PyramidDrop options: the official names, or the short form ``ratio`` (λ) and ``stages`` (S).
+class PyramidScheduleConfig(StrategyConfig):
+    """The stage schedule of PyramidDrop: the official names, or the short form ``ratio`` (λ) and ``stages`` (S).
 
     With nothing set: S = 4 equal stages and λ = 0.5, i.e. ``[8, 16, 24]`` and
-    ``[0.5, 0.25, 0.125]`` on a 32-layer LLM.
+    ``[0.5, 0.25, 0.125]`` on a 32-layer LLM. Also the ``"pyramid"`` scheduler component.
     """
 
     layer_list: list[int] | None = Field(
@@ -58,12 +68,9 @@ class PyramidDropConfig(StrategyConfig):
         None, gt=0.0, le=1.0, description="λ: share kept at each boundary (short form); unset means 0.5."
     )
     stages: int | None = Field(None, ge=2, description="S: number of equal stages (short form); unset means 4.")
-    positions: Literal["keep", "compact"] = Field(
-        "keep", description="'keep' original rotary positions, or 'compact' renumbering like the reference code."
-    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> PyramidDropConfig:
+    def _consistent(self) -> PyramidScheduleConfig:
         # Unset short-form fields stay None (not their defaults), so a config dumped to JSON loads back
         # unchanged and a conflict is always something the user wrote.
         if self.layer_list is not None and self.layer_fractions is not None:
@@ -72,6 +79,11 @@ class PyramidDropConfig(StrategyConfig):
             raise ValueError("`stages` sets equal stages; it cannot be combined with layer_list or layer_fractions.")
         if self.ratio is not None and self.image_token_ratio_list is not None:
             raise ValueError("Give either ratio (λ per stage) or image_token_ratio_list (cumulative), not both.")
+        budget = Budget.from_config(self)
+        if budget is not None and (self.ratio is not None or self.image_token_ratio_list is not None):
+            raise ValueError(
+                "A budget sets λ itself: give either budget/budget_flops or ratio/image_token_ratio_list, not both."
+            )
         if self.image_token_ratio_list is None and min(self.ratios()) <= 0.0:
             raise ValueError(
                 f"ratio={self.ratio} is too small: λ^{len(self.boundaries())} underflows to 0 (nothing would be kept). "
@@ -118,16 +130,75 @@ class PyramidDropConfig(StrategyConfig):
         """Cumulative retention after each boundary."""
         if self.image_token_ratio_list is not None:
             return list(self.image_token_ratio_list)
-        ratio = self.ratio if self.ratio is not None else DEFAULT_RATIO
+        ratio = self.lam()
         return [ratio**s for s in range(1, len(self.boundaries()) + 1)]
+
+    def lam(self) -> float:
+        """λ: the given ``ratio``, the one solved from ``budget`` / ``budget_flops``, or 0.5."""
+        budget = Budget.from_config(self)
+        if budget is None:
+            return self.ratio if self.ratio is not None else DEFAULT_RATIO
+        depth = budget.dims.num_layers
+        layers = [resolve_boundary(b, depth) for b in self.boundaries()]
+        stages = len(layers)
+        try:
+            return solve(lambda lam: (layers, [lam**s for s in range(1, stages + 1)]), budget, what="λ")
+        except BudgetError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class PyramidDropConfig(PyramidScheduleConfig):
+    """PyramidDrop options: the schedule (official names, or λ and S, or a budget), positions and scoring.
+
+    With nothing set: S = 4 equal stages and λ = 0.5, i.e. ``[8, 16, 24]`` and
+    ``[0.5, 0.25, 0.125]`` on a 32-layer LLM. ``budget=192`` with ``layer_list=[2, 8, 16, 24]``
+    solves λ = 0.581 (the community's value for "192 tokens" on LLaVA-1.5-7B).
+    """
+
+    positions: Literal["keep", "compact"] = Field(
+        "keep", description="'keep' original rotary positions, or 'compact' renumbering like the reference code."
+    )
+    budget: float | None = budget_field()
+    budget_flops: float | None = budget_flops_field()
+    reference: str = reference_field()
+    scoring: Literal["attention", "uniform_then_attention", "uniform"] = Field(
+        "attention",
+        description="'attention' (the paper); 'uniform_then_attention' keeps an even stride at the first "
+        "boundary and ranks by attention after (VideoChat-Flash's uniform0_attention); 'uniform' strides everywhere.",
+    )
+    query: Literal["last", "instruction"] = Field(
+        "last",
+        description="Who rates the visual tokens: 'last' instruction token (the paper; in training the token before "
+        "each answer span), or the whole 'instruction' after the image, averaged (multi-query scoring).",
+    )
+
+
+class PyramidSchedulerOptions(PyramidScheduleConfig):
+    """Options of the ``"pyramid"`` scheduler component: the PyramidDrop schedule, with a budget."""
+
+    budget: float | None = budget_field()
+    budget_flops: float | None = budget_flops_field()
+    reference: str = reference_field()
+
+
+def build_scheduler(config: PyramidScheduleConfig) -> StageScheduler:
+    """The stage scheduler a PyramidDrop schedule config describes."""
+    return StageScheduler(config.boundaries(), config.ratios())
 
 
 def build(config: PyramidDropConfig) -> Strategy:
-    """Stage scheduler + last-instruction-token attention + top-k drop."""
+    """Stage scheduler + last-instruction-token attention + top-k drop (or the uniform variants)."""
+    attention = TextAttentionScorer() if config.query == "instruction" else QueryAttentionScorer()
+    if config.scoring == "uniform":
+        scorer, reducer = ConstantScorer(), StrideDrop()
+    elif config.scoring == "uniform_then_attention":
+        scorer, reducer = attention, PerStageReducer([StrideDrop(), TopKDrop()])
+    else:
+        scorer, reducer = attention, TopKDrop()
     return Strategy(
-        scheduler=StageScheduler(config.boundaries(), config.ratios()),
-        scorer=QueryAttentionScorer(),
-        reducer=TopKDrop(),
+        scheduler=build_scheduler(config),
+        scorer=scorer,
+        reducer=reducer,
         positions=config.positions,
         name="pyramiddrop",
         config=config,

@@ -2,7 +2,7 @@
 
 * `mkdocs build --strict` (broken links, anchors, mkdocstrings/griffe warnings all fail it), and the
   API reference contains the `wrap` entry. Skipped when the `docs` extra is not installed.
-* The plugin of the "Write a plugin" guide (docs/guides/example/, included verbatim in the page)
+* The plugin of the "Write a plugin" guide (examples/tokenprune-hiddennorm/, included verbatim in the page)
   registers, builds and prunes a tiny model, so the guide cannot drift from the API.
 * The PyramidDrop options table lists every config field with its real default.
 """
@@ -20,7 +20,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-EXAMPLE = DOCS / "guides" / "example" / "tokenprune_hiddennorm.py"
+EXAMPLE = DOCS.parent / "examples" / "tokenprune-hiddennorm" / "tokenprune_hiddennorm.py"
 
 _DOCS_DEPS = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python", "griffe_inherited_docstrings")
 

@@ -16,6 +16,7 @@ from .engine import CallStats
 from .errors import (
     AlreadyWrappedError,
     NotWrappedError,
+    IncompatibleComponentsError,
     RegistrationError,
     ScheduleError,
     TokenpruneError,
@@ -55,6 +56,8 @@ __all__ = [
     "ScheduleError",
     "UnsupportedFeatureError",
     "RegistrationError",
+    "IncompatibleComponentsError",
+    "list_components",
 ]
 __all__ += ["VisionLanguageStrategy", "ProjectorSelection"]
 
@@ -62,3 +65,8 @@ __all__ += ["VisionLanguageStrategy", "ProjectorSelection"]
 def list_strategies() -> list[str]:
     """Names of every registered strategy."""
     return sorted(get_registry().strategies)
+
+
+def list_components() -> dict[str, list[str]]:
+    """Names of every registered scheduler, scorer and reducer, by kind."""
+    return {kind: sorted(specs) for kind, specs in get_registry().components.items()}

@@ -126,7 +126,29 @@ class WrapHandle:
         return f"WrapHandle(strategy={self.strategy.name!r}, adapter={self.adapter_name!r}, layers={list(self.layers)})"
 
 
+COMPONENT_OPTIONS = ("scheduler", "scorer", "reducer")
+"""Options of `wrap` that compose a strategy from registered components instead of naming one."""
+
+
+class _DefaultStrategy(str):
+    """The default strategy name, recognisable by identity (so an explicit name is never mistaken for it)."""
+
+
+DEFAULT_STRATEGY = _DefaultStrategy("pyramiddrop")
+
+
+def _describe(strategy: object) -> str:
+    return repr(strategy) if isinstance(strategy, str) else type(strategy).__name__
+
+
 def _resolve_strategy(strategy: str | Strategy | VisionLanguageStrategy, options: dict[str, Any]) -> Any:
+    if any(key in options for key in COMPONENT_OPTIONS):
+        if strategy is not DEFAULT_STRATEGY:
+            raise TypeError(
+                f"Give either a strategy (got {_describe(strategy)}) or "
+                "components (scheduler=, scorer=, reducer=), not both: components compose a strategy of their own."
+            )
+        return get_registry().compose(**options)
     if isinstance(strategy, (Strategy, VisionLanguageStrategy)):
         if options:
             raise TypeError(
@@ -154,7 +176,7 @@ def _inner_model(model: nn.Module) -> nn.Module:
     return model
 
 
-def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **options: Any) -> nn.Module:
+def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = DEFAULT_STRATEGY, /, **options: Any) -> nn.Module:
     """Attach a token-reduction strategy to ``model`` and return the same model.
 
     Args:
@@ -162,8 +184,12 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
             ``VisionTransformer``, transformers ``CLIPVisionModel`` / ``SiglipVisionModel``), in which
             case the strategy's layers are block indices and tokens are reduced between blocks
             (``tokenprune list`` shows the adapters).
-        strategy: a registered strategy name (e.g. ``"pyramiddrop"``) or a `Strategy` object.
-        **options: the strategy's config options, validated before anything is attached.
+        strategy: a registered strategy name (e.g. ``"pyramiddrop"``, the default), a `Strategy`
+            object, or a `VisionLanguageStrategy` (encoder + projector + LLM parts). Leave it out and
+            pass ``scheduler=``, ``scorer=`` and/or ``reducer=`` (registered component names) to
+            compose a strategy instead.
+        **options: the strategy's (or the components') config options, validated before anything is
+            attached.
 
     Returns:
         ``model`` itself, with removable hooks and its `WrapHandle` at ``model.tokenprune``. A PEFT
@@ -177,6 +203,7 @@ def wrap(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **option
         ScheduleError: the schedule does not fit this model (e.g. a layer out of range).
         UnsupportedFeatureError: flex attention, static cache, or compact positions where undefined.
         AlreadyWrappedError: the model is already wrapped.
+        IncompatibleComponentsError: composed components that cannot work together.
 
     Example:
         ```python
@@ -251,7 +278,7 @@ def handle_of(model: nn.Module) -> WrapHandle:
 
 
 @contextmanager
-def pruned(model: nn.Module, strategy: str | Strategy = "pyramiddrop", /, **options: Any) -> Iterator[WrapHandle]:
+def pruned(model: nn.Module, strategy: str | Strategy = DEFAULT_STRATEGY, /, **options: Any) -> Iterator[WrapHandle]:
     """Context-manager form of `wrap`: the model is unwrapped when the block exits.
 
     Example:

@@ -100,19 +100,31 @@ def _validation_message(exc: Any, strategy: str) -> str:
 
 # -- list -------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    """Print every registered strategy and adapter with the package it came from."""
+    """Print every registered strategy, component and adapter with the package it came from and its options."""
     registry = get_registry()
-    strategies = [["name", "aliases", "source", "description"]] + [
-        [s.name, ", ".join(s.aliases) or "-", _source(s.source), s.description or "-"]
+    strategies = [["name", "aliases", "source", "options", "description"]] + [
+        [s.name, ", ".join(s.aliases) or "-", _source(s.source), _fields(s.config_cls), s.description or "-"]
         for s in sorted(registry.strategies.values(), key=lambda s: s.name)
+    ]
+    components = [["kind", "name", "site", "source", "options", "description"]] + [
+        [c.kind, c.name, c.site(), _source(c.source), _fields(c.config_cls), c.description or "-"]
+        for kind in registry.components
+        for c in sorted(registry.components[kind].values(), key=lambda c: c.name)
     ]
     adapters = [["name", "model types", "source"]] + [
         [a.name, ", ".join(a.adapter.model_types), _source(a.source)]
         for a in sorted(registry.adapters.values(), key=lambda a: a.name)
     ]
-    counts = [_plural(len(strategies) - 1, "strategy", "strategies"), _plural(len(adapters) - 1, "adapter", "adapters")]
+    counts = [
+        _plural(len(strategies) - 1, "strategy", "strategies"),
+        _plural(len(components) - 1, "component", "components"),
+        _plural(len(adapters) - 1, "adapter", "adapters"),
+        _plural(len(registry.encoder_adapters), "vision-encoder adapter", "vision-encoder adapters"),
+    ]
     print(f"tokenprune {__version__}: {', '.join(counts)}\n")
-    print(f"Strategies\n{format_table(strategies)}\n\nAdapters\n{format_table(adapters)}")
+    print(f"Strategies\n{format_table(strategies)}\n")
+    print("Components (compose them: tokenprune.wrap(model, scheduler=..., scorer=..., reducer=..., **options))")
+    print(f"{format_table(components)}\n\nAdapters\n{format_table(adapters)}")
     encoders = [["name", "handles", "source"]] + [
         [a.name, a.adapter.description or "-", _source(a.source)]
         for a in sorted(registry.encoder_adapters.values(), key=lambda a: a.name)
@@ -120,6 +132,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if len(encoders) > 1:
         print(f"\nVision-encoder adapters\n{format_table(encoders)}")
     return 0
+
+
+def _fields(config_cls: Any) -> str:
+    """A config class's option names, or '-' when it has none."""
+    return ", ".join(config_cls.model_fields) or "-"
 
 
 # -- demo -------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ __all__ = [
     "ScheduleError",
     "UnsupportedFeatureError",
     "RegistrationError",
+    "IncompatibleComponentsError",
 ]
 
 
@@ -78,3 +79,7 @@ class UnsupportedFeatureError(TokenpruneError, NotImplementedError):
 
 class RegistrationError(TokenpruneError, ValueError):
     """A plugin registered an invalid or duplicate name."""
+
+
+class IncompatibleComponentsError(TokenpruneError, ValueError):
+    """A scheduler, scorer and reducer that cannot work together (e.g. different sites)."""

@@ -14,7 +14,7 @@ Hooks are for discovery only; nothing calls pluggy inside a forward pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import pluggy
 
@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from .config import StrategyConfig
     from .interfaces import Strategy
 
-__all__ = ["hookspec", "hookimpl", "RegisterStrategy", "RegisterAdapter", "RegisterEncoderAdapter"]
+__all__ = [
+    "hookspec",
+    "hookimpl",
+    "RegisterStrategy",
+    "RegisterAdapter",
+    "RegisterComponent",
+    "ComponentKind",
+    "RegisterEncoderAdapter",
+]
 
 hookspec = pluggy.HookspecMarker("tokenprune")
 hookimpl = pluggy.HookimplMarker("tokenprune")
@@ -40,6 +48,23 @@ class RegisterStrategy(Protocol):
         build: Callable[[StrategyConfig], Strategy],
         *,
         aliases: Sequence[str] = (),
+        description: str = "",
+    ) -> None: ...
+
+
+ComponentKind = Literal["scheduler", "scorer", "reducer"]
+
+
+class RegisterComponent(Protocol):
+    """The ``register`` callback handed to `tokenprune_register_components`."""
+
+    def __call__(
+        self,
+        kind: ComponentKind,
+        name: str,
+        config_cls: type[StrategyConfig],
+        build: Callable[[Any], Any],
+        *,
         description: str = "",
     ) -> None: ...
 
@@ -74,6 +99,20 @@ def tokenprune_register_adapters(register: RegisterAdapter) -> None:
     Call ``register(adapter)`` with a `tokenprune.adapters.base.Adapter` instance. An adapter
     says *where* things are in one model family (decoder layers, visual token ids, rotary
     module); it never says what to do with them.
+    """
+
+
+@hookspec
+def tokenprune_register_components(register: RegisterComponent) -> None:
+    """Register reusable building blocks for mix-and-match strategies.
+
+    Call ``register(kind, name, config_cls, build, description="")`` once per component. ``kind`` is
+    ``"scheduler"``, ``"scorer"`` or ``"reducer"``; names are unique per kind; ``config_cls`` is a
+    `tokenprune.StrategyConfig` subclass holding the component's options (option names should be
+    distinct from other components' so that ``wrap(model, scorer=..., **options)`` can route them);
+    ``build`` receives a validated config and returns a `Scheduler`, `Scorer` or `Reducer`.
+    Users combine them by name: ``tokenprune.wrap(model, scheduler="pyramid", scorer="l2norm",
+    reducer="topk", ratio=0.5)``.
     """
 
 

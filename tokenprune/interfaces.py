@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -23,10 +23,27 @@ from torch import Tensor
 from .config import StrategyConfig
 from .schedule import Schedule
 
-__all__ = ["Scheduler", "Scorer", "Reducer", "Strategy", "ScoreContext", "Reduction", "Positions"]
+__all__ = [
+    "Scheduler",
+    "Scorer",
+    "Reducer",
+    "Strategy",
+    "ScoreContext",
+    "Reduction",
+    "Positions",
+    "Site",
+    "LayerChoice",
+    "check_sites",
+]
 
 Positions = Literal["keep", "compact"]
 """How kept tokens are positioned: ``"keep"`` their original positions, ``"compact"`` renumbered consecutively."""
+Site = Literal["llm", "encoder"]
+"""Where a component acts: inside the LLM's decoder stack, or on the vision encoder/projector side."""
+LayerChoice = Literal["current", "previous"]
+"""Which decoder layer a `ScoreContext` computes with: the reduction layer itself (the first layer that
+sees fewer tokens; PyramidDrop's convention) or the layer just below it, on the same slots (FastV's,
+SparseVLM's and DART's convention: "the attention of layer K-1 decides what layer K sees")."""
 
 
 @dataclass
@@ -46,6 +63,7 @@ class ScoreContext:
         query: ``(B, Q)`` slot index of each query token (the last instruction token(s)).
         query_weight: ``(B, Q)`` weight of each query row (0 for padding entries; rows sum to 1
             where a sample has queries, to 0 where it has none).
+        stage: which reduction of the strategy this is (0 for the first reduction layer).
     """
 
     layer_index: int
@@ -60,6 +78,10 @@ class ScoreContext:
     _cache: dict[str, Tensor] = field(repr=False, default_factory=dict)
     sizes: Tensor | None = None
     """``(B, n)`` how many original tokens each slot stands for (merging reducers); ``None`` = all 1."""
+    _rows: Callable[[Tensor, Tensor, LayerChoice], Tensor] | None = field(repr=False, default=None)
+    _keys: Callable[[LayerChoice], Tensor] | None = field(repr=False, default=None)
+    stage: int = 0
+    """0-based index of this reduction among the strategy's reduction layers."""
 
     def attention(self) -> Tensor:
         """``(B, n)`` attention the query token(s) pay to every slot.
@@ -79,6 +101,51 @@ class ScoreContext:
         The hidden states here; an encoder context returns the block's head-mean keys (ToMe's metric).
         """
         return self.hidden
+
+    def attention_from(self, rows: Tensor, weight: Tensor, *, layer: LayerChoice = "current") -> Tensor:
+        """``(B, n)`` weighted mean attention that the slots ``rows`` pay to every slot.
+
+        Args:
+            rows: ``(B, R)`` slot indices of the rating rows (e.g. SparseVLM's text raters).
+            weight: ``(B, R)`` weight of each row (0 for padding entries; a sample's weights usually
+                sum to 1).
+            layer: ``"current"`` computes with the reduction layer, ``"previous"`` with the layer just
+                below it (same slots, that layer's own input).
+
+        Each row sees what it would see in the model (causal, padding, the layer's own mask); softmax
+        in at least float32, mean over heads, exactly like `attention`.
+        """
+        if self._rows is None:
+            raise NotImplementedError("This ScoreContext was built without an attention provider.")
+        return self._rows(rows, weight, layer)
+
+    def attention_received(self, *, layer: LayerChoice = "current") -> Tensor:
+        """``(B, n)`` attention each slot receives, averaged over every real token of its sample.
+
+        FastV's paper definition ("the average attention score one token received from all other
+        tokens"). Under the causal mask token ``j`` is seen only by rows ``i >= j``; the mean is over
+        all real rows of the sample all the same (a row that cannot see ``j`` contributes 0).
+        Costs one ``(B, H, n, n)`` attention matrix of the chosen layer; computed once per layer.
+        """
+        key = f"received:{layer}"
+        if key not in self._cache:
+            batch, n = self.valid.shape
+            rows = torch.arange(n, device=self.valid.device).expand(batch, -1)
+            weight = self.valid.to(torch.float32) / self.valid.sum(1, keepdim=True).clamp(min=1)
+            self._cache[key] = self.attention_from(rows, weight, layer=layer)
+        return self._cache[key]
+
+    def keys(self, *, layer: LayerChoice = "current") -> Tensor:
+        """``(B, n, H * head_dim)`` post-rotary attention keys of every slot (KV heads repeated for GQA).
+
+        Computed with the chosen layer's own input norm, key projection and rotary embedding.
+        """
+        if self._keys is None:
+            raise NotImplementedError("This ScoreContext was built without a key provider.")
+        key = f"keys:{layer}"
+        if key not in self._cache:
+            self._cache[key] = self._keys(layer)
+        return self._cache[key]
 
 
 @dataclass
@@ -105,10 +172,15 @@ class Reduction:
 class Scheduler(ABC):
     """Decides where tokens leave the stack and how many each sample keeps.
 
+    ``site`` says where the component acts (``"llm"``: decoder layers); a `Strategy` refuses
+    components of different sites.
+
     Schedulers are pure: the same arguments give the same schedule. Reduction layers depend only
     on the depth of the model (so they are resolved once, at wrap time); counts depend on each
     sample's number of visual tokens (so they are resolved per forward).
     """
+
+    site: ClassVar[Site] = "llm"
 
     @abstractmethod
     def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
@@ -127,7 +199,14 @@ class Scheduler(ABC):
 
 
 class Scorer(ABC):
-    """Decides which tokens matter."""
+    """Decides which tokens matter.
+
+    ``site`` says where the scorer can run: ``"llm"`` scorers read a decoder layer's
+    `ScoreContext`; an ``"encoder"`` scorer needs vision-encoder internals and cannot be paired
+    with an LLM scheduler.
+    """
+
+    site: ClassVar[Site] = "llm"
 
     @abstractmethod
     def score(self, ctx: ScoreContext) -> Tensor:
@@ -136,6 +215,8 @@ class Scorer(ABC):
 
 class Reducer(ABC):
     """Decides what happens to the tokens that are not kept."""
+
+    site: ClassVar[Site] = "llm"
 
     @abstractmethod
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
@@ -170,3 +251,21 @@ class Strategy:
     positions: Positions = "keep"
     name: str = "custom"
     config: StrategyConfig | None = None
+
+    def __post_init__(self) -> None:
+        check_sites(self.scheduler, self.scorer, self.reducer)
+
+
+def check_sites(scheduler: Scheduler, scorer: Scorer, reducer: Reducer) -> None:
+    """Raise `IncompatibleComponentsError` unless the three components act at the same site."""
+    from .errors import IncompatibleComponentsError
+
+    sites = {"scheduler": scheduler.site, "scorer": scorer.site, "reducer": reducer.site}
+    if len(set(sites.values())) > 1:
+        detail = ", ".join(f"{kind} {type(obj).__name__} acts at {obj.site!r}" for kind, obj in
+                           zip(sites, (scheduler, scorer, reducer)))
+        raise IncompatibleComponentsError(
+            f"These components cannot work together: {detail}. An encoder-side component needs the vision "
+            "encoder's internals and cannot run at an LLM layer (and vice versa); pick components of one site "
+            "(`tokenprune list` shows each component's site)."
+        )

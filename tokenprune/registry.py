@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
+from .compose import COMPONENT_KINDS, ComponentSpec, UnknownComponentError, compose
 from .config import StrategyConfig
 from .errors import RegistrationError, UnknownStrategyError, UnsupportedModelError
 from .interfaces import Strategy
@@ -25,7 +26,15 @@ if TYPE_CHECKING:
     from .adapters.base import Adapter
     from .adapters.encoder_base import EncoderAdapter
 
-__all__ = ["Registry", "StrategySpec", "AdapterSpec", "EncoderAdapterSpec", "get_registry", "reset_registry"]
+__all__ = [
+    "Registry",
+    "StrategySpec",
+    "AdapterSpec",
+    "ComponentSpec",
+    "EncoderAdapterSpec",
+    "get_registry",
+    "reset_registry",
+]
 
 ENTRY_POINT_GROUP = "tokenprune"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -79,6 +88,8 @@ class Registry:
     encoder_adapters: dict[str, EncoderAdapterSpec] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     """Plugins whose import failed: ``"<distribution>:<entry point>"`` -> the error."""
+    components: dict[str, dict[str, ComponentSpec]] = field(default_factory=lambda: {k: {} for k in COMPONENT_KINDS})
+    """kind (``"scheduler"``, ``"scorer"``, ``"reducer"``) -> name -> spec."""
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
@@ -100,10 +111,36 @@ class Registry:
         for impl in pm.hook.tokenprune_register_adapters.get_hookimpls():
             source = sources.get(impl.plugin_name, impl.plugin_name)
             impl.function(register=registry._adapter_registrar(source))
+        for impl in pm.hook.tokenprune_register_components.get_hookimpls():
+            source = sources.get(impl.plugin_name, impl.plugin_name)
+            impl.function(register=registry._component_registrar(source))
         for impl in pm.hook.tokenprune_register_encoder_adapters.get_hookimpls():
             source = sources.get(impl.plugin_name, impl.plugin_name)
             impl.function(register=registry._encoder_adapter_registrar(source))
         return registry
+
+    def _component_registrar(self, source: str) -> hookspecs.RegisterComponent:
+        def register(
+            kind: str,
+            name: str,
+            config_cls: type[StrategyConfig],
+            build: Callable[[Any], Any],
+            *,
+            description: str = "",
+        ) -> None:
+            if kind not in self.components:
+                raise RegistrationError(
+                    f"Component {name!r} from {source}: kind {kind!r} is not one of {', '.join(COMPONENT_KINDS)}."
+                )
+            _check_name(name, kind)
+            if name in self.components[kind]:
+                owner = self.components[kind][name].source
+                raise RegistrationError(f"The {kind} name {name!r} from {source} is already registered by {owner}.")
+            if not (isinstance(config_cls, type) and issubclass(config_cls, StrategyConfig)):
+                raise RegistrationError(f"The {kind} {name!r} from {source}: config_cls must subclass StrategyConfig.")
+            self.components[kind][name] = ComponentSpec(kind, name, config_cls, build, source, description)
+
+        return register
 
     def _strategy_registrar(self, source: str) -> hookspecs.RegisterStrategy:
         def register(
@@ -166,6 +203,28 @@ class Registry:
         spec = self.strategy(name)
         config = spec.config_cls(**options)
         return spec.build(config)
+
+    def component(self, kind: str, name: str) -> ComponentSpec:
+        """The scheduler, scorer or reducer registered under ``name``."""
+        if kind not in self.components:
+            raise ValueError(f"kind must be one of {', '.join(COMPONENT_KINDS)}, got {kind!r}.")
+        if name not in self.components[kind]:
+            known = sorted(self.components[kind])
+            import difflib
+
+            hint = difflib.get_close_matches(name, known, n=1)
+            raise UnknownComponentError(
+                f"Unknown {kind} {name!r}.{f' Did you mean {hint[0]!r}?' if hint else ''} "
+                f"Known {kind}s: {', '.join(known) or '(none)'}. Run `tokenprune list` to see every component."
+            )
+        return self.components[kind][name]
+
+    def compose(self, **names_and_options: Any) -> Strategy:
+        """A strategy from component names: ``compose(scheduler="pyramid", scorer="l2norm", ratio=0.5)``.
+
+        See `tokenprune.compose.compose` for how options are routed and what is checked.
+        """
+        return compose(self, **names_and_options)
 
     def adapter_for(self, model: object) -> Adapter:
         """The first registered adapter that matches ``model``."""

@@ -4,14 +4,35 @@ They name what they compute, never a method: PyramidDrop is `StageScheduler` +
 `QueryAttentionScorer` + `TopKDrop`; FastV is the same with a single stage.
 """
 
+from .attention_scorers import ReceivedAttentionScorer, TextAttentionScorer, TextRaterScorer
+from .baselines import ConstantScorer, RandomScorer, StrideDrop
+from .dedup import PivotDedupDrop
+from .feature_scorers import KeyNormScorer, L2NormScorer
 from .reducers import TopKDrop
 from .schedulers import StageScheduler
 from .scorers import QueryAttentionScorer
 from .bipartite import BipartiteMerge
 from .merge import SimilarityMerge
-from .rate import ConstantRateScheduler
-from .received import ReceivedAttentionScorer
 from .null import NullScorer
+from .rate import ConstantRateScheduler
+from .stagewise import PerStageReducer
 
-__all__ = ["StageScheduler", "QueryAttentionScorer", "TopKDrop"]
-__all__ += ["SimilarityMerge", "BipartiteMerge", "ConstantRateScheduler", "ReceivedAttentionScorer", "NullScorer"]
+__all__ = [
+    "StageScheduler",
+    "QueryAttentionScorer",
+    "TopKDrop",
+    "ReceivedAttentionScorer",
+    "TextRaterScorer",
+    "TextAttentionScorer",
+    "L2NormScorer",
+    "KeyNormScorer",
+    "RandomScorer",
+    "ConstantScorer",
+    "StrideDrop",
+    "PivotDedupDrop",
+    "PerStageReducer",
+    "SimilarityMerge",
+    "BipartiteMerge",
+    "ConstantRateScheduler",
+    "NullScorer",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..interfaces import ScoreContext, Scorer
+from ..interfaces import LayerChoice, ScoreContext, Scorer
 
 __all__ = ["QueryAttentionScorer"]
 
@@ -15,10 +15,19 @@ class QueryAttentionScorer(Scorer):
     At inference the query is the last prompt token; in training it is the token before each answer
     span, averaged (the official PyramidDrop convention). The attention is recomputed with the
     reduction layer's own norm, q/k projections and RoPE (see `ScoreContext.attention`).
+
+    Args:
+        layer: ``"current"`` (default, PyramidDrop: the layer that first sees the shrunk sequence) or
+            ``"previous"`` (FastV's code: the layer below it).
     """
 
+    def __init__(self, layer: LayerChoice = "current"):
+        self.layer = layer
+
     def score(self, ctx: ScoreContext) -> Tensor:
-        return ctx.attention()
+        if self.layer == "current":
+            return ctx.attention()
+        return ctx.attention_from(ctx.query, ctx.query_weight, layer=self.layer)
 
     def __repr__(self) -> str:
-        return "QueryAttentionScorer()"
+        return "QueryAttentionScorer()" if self.layer == "current" else f"QueryAttentionScorer(layer={self.layer!r})"

@@ -131,7 +131,10 @@ class Engine:
             if stack.head is not None:
                 self._handles.append(stack.head.register_forward_pre_hook(self._on_head, with_kwargs=True))
                 self._wrap_loss(stack.head)
-            for i in range(self.layers[0] if self.layers else stack.num_layers, stack.num_layers):
+            # From the layer below the first reduction layer on: scorers may compute with that layer
+            # ("previous", FastV's convention), so its input is kept until the reduction layer runs.
+            first = max(self.layers[0] - 1, 0) if self.layers else stack.num_layers
+            for i in range(first, stack.num_layers):
                 # A partial of a bound method (not a closure): deepcopy/pickle of the model then carry
                 # one consistent copy of the engine.
                 hook = functools.partial(self._on_layer, i)
@@ -276,6 +279,8 @@ class Engine:
             reduced = self._reduce(index, module, state, hidden, kwargs)
             if reduced is not None:
                 hidden = reduced
+        if index + 1 in self.layers:  # what this layer sees, for a scorer that computes with it
+            state.memo[("previous", index + 1)] = (module, hidden, kwargs.get("attention_mask"), kwargs.get("position_embeddings"))
         stage = state.current
         if len(state.stages) == 1:
             return None  # nothing removed yet: the layer runs untouched (keep-all is bitwise identity)
@@ -306,6 +311,18 @@ class Engine:
         n_keep = (target - (prev.visual & is_query).sum(1)).clamp(min=0)
         mask = self._stage_mask(state, prev, kwargs.get("attention_mask"), hidden.dtype)
         rope = self._stage_rope(state, prev, kwargs, hidden)
+        previous = state.memo.pop(("previous", index), None)
+
+        def source(layer: str) -> tuple[nn.Module, Tensor, Any, Any]:
+            """(module, input hidden, rotary tables, mask) of the chosen layer on the current slots."""
+            if layer == "current":
+                return module, hidden, rope, mask
+            if layer != "previous":
+                raise ValueError(f"layer must be 'current' or 'previous', got {layer!r}.")
+            p_module, p_hidden, p_mask, p_rope = previous
+            p_rope = self._stage_rope(state, prev, {"position_embeddings": p_rope}, p_hidden)
+            return p_module, p_hidden, p_rope, self._stage_mask(state, prev, p_mask, p_hidden.dtype)
+
         ctx = ScoreContext(
             layer_index=index,
             layer=module,
@@ -316,6 +333,9 @@ class Engine:
             query=query,
             query_weight=state.query_weight,
             _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight),
+            _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight),
+            _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
+            stage=step,
         )
         with torch.no_grad():  # selection is discrete; the official code scores detached features too
             scores = self.strategy.scorer.score(ctx)
@@ -338,8 +358,9 @@ class Engine:
     def _attention(self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor) -> Tensor:
         allowed = query_visibility(mask, stage.idx, stage.valid, query)
         probs = self.adapter.query_attention(module, hidden, rope, query, allowed)  # (B, Q, n)
-        weight = weight.to(device=probs.device, dtype=probs.dtype)
-        return (probs * weight.unsqueeze(-1)).sum(1)
+        weight = weight.to(device=probs.device, dtype=probs.dtype).unsqueeze(-1)
+        # A zero-weight row (padding, a filler slot) may see no key at all: its NaN must not spread.
+        return torch.where(weight != 0, probs * weight, 0.0).sum(1)
 
     def _query_slots(self, state: ForwardState, stage: Stage) -> Tensor:
         match = stage.idx.unsqueeze(1) == state.query.to(stage.idx.device).unsqueeze(2)  # (B, Q, n)

@@ -1,0 +1,87 @@
+"""The built-in schedulers, scorers and reducers, registered by name for mix-and-match strategies.
+
+``tokenprune.wrap(model, scheduler="pyramid", scorer="l2norm", reducer="topk", ratio=0.5)``
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..components import (
+    ConstantScorer,
+    KeyNormScorer,
+    L2NormScorer,
+    PivotDedupDrop,
+    QueryAttentionScorer,
+    RandomScorer,
+    ReceivedAttentionScorer,
+    StrideDrop,
+    TextAttentionScorer,
+    TextRaterScorer,
+    TopKDrop,
+)
+from ..components.single_stage import SingleStageConfig
+from ..config import StrategyConfig
+from ..hookspecs import RegisterComponent, hookimpl
+from .pyramiddrop import PyramidSchedulerOptions, build_scheduler
+
+__all__ = ["NoOptions", "LayerOption", "SeedOption", "PivotOptions"]
+
+
+class NoOptions(StrategyConfig):
+    """A component without options."""
+
+
+class LayerOption(StrategyConfig):
+    """Which layer an attention or key scorer computes with."""
+
+    score_layer: Literal["current", "previous"] = Field(
+        "current", description="'current': the reduction layer; 'previous': the layer just below it."
+    )
+
+
+class PreviousLayerOption(LayerOption):
+    score_layer: Literal["current", "previous"] = Field(
+        "previous", description="'previous' (default): the layer just below the reduction layer; 'current': the reduction layer."
+    )
+
+
+class SeedOption(StrategyConfig):
+    seed: int = Field(0, ge=0, description="Seed of the random ranking.")
+
+
+class PivotOptions(StrategyConfig):
+    image_pivots: int = Field(4, ge=1, description="Visual pivot tokens per sample (kept).")
+    text_pivots: int = Field(4, ge=0, description="Text pivot tokens per sample.")
+
+
+@hookimpl
+def tokenprune_register_components(register: RegisterComponent) -> None:
+    register("scheduler", "pyramid", PyramidSchedulerOptions, build_scheduler,
+             description="PyramidDrop stages: layer_list/ratio/stages/layer_fractions or a budget.")
+    register("scheduler", "once", SingleStageConfig, lambda c: c.scheduler(),
+             description="One reduction after `layer`, keeping `keep` (or a budget).")
+    register("scorer", "attention", LayerOption, lambda c: QueryAttentionScorer(layer=c.score_layer),
+             description="Attention of the last instruction token (PyramidDrop; FastV's code).")
+    register("scorer", "received", PreviousLayerOption, lambda c: ReceivedAttentionScorer(layer=c.score_layer),
+             description="Average attention received from all tokens (FastV's paper).")
+    register("scorer", "text_raters", PreviousLayerOption, lambda c: TextRaterScorer(layer=c.score_layer),
+             description="Mean attention of the relevant text tokens (SparseVLM-style).")
+    register("scorer", "text_attention", LayerOption, lambda c: TextAttentionScorer(layer=c.score_layer),
+             description="Mean attention of the whole instruction after the image (multi-query).")
+    register("scorer", "l2norm", NoOptions, lambda c: L2NormScorer(),
+             description="L2 norm of the hidden state (cheap, no attention).")
+    register("scorer", "keynorm", PreviousLayerOption, lambda c: KeyNormScorer(layer=c.score_layer),
+             description="L1 norm of the post-rotary keys (DART's pivots).")
+    register("scorer", "random", SeedOption, lambda c: RandomScorer(c.seed),
+             description="Seeded random ranking, batch-invariant.")
+    register("scorer", "constant", NoOptions, lambda c: ConstantScorer(),
+             description="Every token scores 0 (for position-only reducers).")
+    register("reducer", "topk", NoOptions, lambda c: TopKDrop(),
+             description="Keep the top-k by score, drop the rest, original order.")
+    register("reducer", "stride", NoOptions, lambda c: StrideDrop(),
+             description="Keep an even stride of the candidates; ignores scores.")
+    register("reducer", "dedup", PivotOptions, lambda c: PivotDedupDrop(c.image_pivots, c.text_pivots),
+             description="Pivots by score, then the least-similar tokens per pivot (DART).")

@@ -1,0 +1,123 @@
+"""Mix and match: a strategy built from a scheduler, a scorer and a reducer registered by name.
+
+```python
+tokenprune.wrap(model, scheduler="pyramid", scorer="l2norm", reducer="topk", ratio=0.5)
+```
+
+Each option goes to the component whose config declares it; an option no chosen component knows is
+an error naming the valid ones, and components that cannot work together (different sites) fail
+here, before any hook is attached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from .config import StrategyConfig
+from .errors import TokenpruneError
+from .interfaces import Reducer, Scheduler, Scorer, Strategy
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+__all__ = ["ComponentSpec", "ComposedConfig", "UnknownComponentError", "compose", "COMPONENT_KINDS", "DEFAULTS"]
+
+COMPONENT_KINDS = ("scheduler", "scorer", "reducer")
+DEFAULTS = {"scheduler": "pyramid", "scorer": "attention", "reducer": "topk"}
+"""What a composed strategy uses for a kind the user did not name."""
+_BASES = {"scheduler": Scheduler, "scorer": Scorer, "reducer": Reducer}
+
+
+class UnknownComponentError(TokenpruneError, KeyError):
+    """A scheduler, scorer or reducer name that no installed plugin registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component: kind, name, config class, builder and where it came from."""
+
+    kind: str
+    name: str
+    config_cls: type[StrategyConfig]
+    build: Callable[[Any], Any]
+    source: str
+    description: str = ""
+
+    def site(self) -> str:
+        """Where the default-configured component acts (``"llm"`` or ``"encoder"``)."""
+        try:
+            return str(getattr(self.build(self.config_cls()), "site", "llm"))
+        except Exception:  # a component without defaults: read the class attribute if the builder is a class
+            return str(getattr(self.build, "site", "llm"))
+
+
+class ComposedConfig(StrategyConfig):
+    """The configuration of a strategy composed by name (recorded on the handle, JSON round-trips)."""
+
+    scheduler: str
+    scorer: str
+    reducer: str
+    positions: Literal["keep", "compact"] = "keep"
+    scheduler_options: dict[str, Any] = Field(default_factory=dict)
+    scorer_options: dict[str, Any] = Field(default_factory=dict)
+    reducer_options: dict[str, Any] = Field(default_factory=dict)
+
+
+def compose(
+    registry: Registry,
+    scheduler: str | None = None,
+    scorer: str | None = None,
+    reducer: str | None = None,
+    positions: Literal["keep", "compact"] = "keep",
+    **options: Any,
+) -> Strategy:
+    """Build a `Strategy` from registered component names, routing ``options`` to their configs.
+
+    Raises:
+        UnknownComponentError: a name is not registered (the message lists the known ones).
+        TypeError: an option that none of the chosen components accepts (the message lists the valid ones).
+        pydantic.ValidationError: an option value is invalid.
+        IncompatibleComponentsError: the components act at different sites.
+    """
+    names = {"scheduler": scheduler, "scorer": scorer, "reducer": reducer}
+    names = {kind: name or DEFAULTS[kind] for kind, name in names.items()}
+    specs = {kind: registry.component(kind, name) for kind, name in names.items()}
+    routed: dict[str, dict[str, Any]] = {kind: {} for kind in COMPONENT_KINDS}
+    unknown = []
+    for key, value in options.items():
+        owners = [kind for kind, spec in specs.items() if key in spec.config_cls.model_fields]
+        if not owners:
+            unknown.append(key)
+        for kind in owners:
+            routed[kind][key] = value
+    if unknown:
+        valid = sorted({f for spec in specs.values() for f in spec.config_cls.model_fields} | {"positions"})
+        chosen = ", ".join(f"{kind}={names[kind]!r}" for kind in COMPONENT_KINDS)
+        raise TypeError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} for the components {chosen}. "
+            f"Valid options: {', '.join(valid) or '(none)'}."
+        )
+    built = {}
+    for kind, spec in specs.items():
+        obj = spec.build(spec.config_cls(**routed[kind]))
+        if not isinstance(obj, _BASES[kind]):
+            raise TypeError(
+                f"The {kind} {spec.name!r} from {spec.source} built a {type(obj).__name__}, not a {_BASES[kind].__name__}."
+            )
+        built[kind] = obj
+    config = ComposedConfig(
+        **names,
+        positions=positions,
+        scheduler_options=routed["scheduler"],
+        scorer_options=routed["scorer"],
+        reducer_options=routed["reducer"],
+    )
+    name = "+".join(names[kind] for kind in COMPONENT_KINDS)
+    return Strategy(built["scheduler"], built["scorer"], built["reducer"], positions=positions, name=name, config=config)
