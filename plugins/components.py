@@ -43,16 +43,22 @@ class LayerOption(StrategyConfig):
 
 
 class PreviousLayerOption(LayerOption):
+    """`LayerOption` defaulting to the layer below the reduction layer (FastV's convention)."""
+
     score_layer: Literal["current", "previous"] = Field(
         "previous", description="'previous' (default): the layer just below the reduction layer; 'current': the reduction layer."
     )
 
 
 class SeedOption(StrategyConfig):
+    """The seed of a random ranking."""
+
     seed: int = Field(0, ge=0, description="Seed of the random ranking.")
 
 
 class PivotOptions(StrategyConfig):
+    """How many pivot tokens a duplication-aware reducer keeps (DART)."""
+
     image_pivots: int = Field(4, ge=1, description="Visual pivot tokens per sample (kept).")
     text_pivots: int = Field(4, ge=0, description="Text pivot tokens per sample.")
 

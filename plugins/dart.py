@@ -36,6 +36,7 @@ class DARTConfig(SingleStageConfig):
 
 
 def build(config: DARTConfig) -> Strategy:
+    """DART: pivots by key norm at layer K-1, then the tokens least similar to them, top-k drop."""
     return Strategy(
         config.scheduler(),
         KeyNormScorer(layer="previous"),

@@ -25,6 +25,7 @@ class RandomConfig(SingleStageConfig):
 
 
 def build(config: RandomConfig) -> Strategy:
+    """One reduction keeping a seeded random share (a baseline)."""
     return Strategy(config.scheduler(), RandomScorer(config.seed), TopKDrop(), name="random", config=config)
 
 

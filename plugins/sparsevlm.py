@@ -34,6 +34,7 @@ from ..interfaces import Strategy
 __all__ = ["SparseVLMConfig", "build", "KEEP_TABLE", "TABLE_VISUAL"]
 
 TABLE_VISUAL = 576
+"""Visual tokens the KEEP_TABLE counts refer to (LLaVA-1.5's 576)."""
 KEEP_TABLE: dict[int, tuple[int, int, int]] = {
     192: (300, 200, 118),
     128: (238, 108, 60),
@@ -74,6 +75,7 @@ class SparseVLMConfig(StrategyConfig):
         return self
 
     def table_ratios(self) -> list[float]:
+        """Cumulative retention of the table row for ``retained_tokens`` (counts over 576)."""
         return [count / TABLE_VISUAL for count in KEEP_TABLE[self.retained_tokens]]
 
     def ratios(self) -> list[float]:
@@ -94,6 +96,7 @@ class SparseVLMConfig(StrategyConfig):
 
 
 def build(config: SparseVLMConfig) -> Strategy:
+    """Three stages ranked by the relevant text tokens' attention (SparseVLM-style)."""
     return Strategy(
         StageScheduler(config.layer_list, config.ratios()),
         TextRaterScorer(layer="previous"),

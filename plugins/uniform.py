@@ -19,6 +19,7 @@ class UniformConfig(SingleStageConfig):
 
 
 def build(config: UniformConfig) -> Strategy:
+    """One reduction keeping an even stride of the visual tokens (a baseline)."""
     return Strategy(config.scheduler(), ConstantScorer(), StrideDrop(), name="uniform", config=config)
 
 

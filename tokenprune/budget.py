@@ -52,6 +52,7 @@ class BudgetError(ValueError):
 
 
 def budget_field() -> Any:
+    """The ``budget`` option every budget-aware config declares: average visual tokens per layer."""
     return Field(
         None,
         gt=0.0,
@@ -61,6 +62,7 @@ def budget_field() -> Any:
 
 
 def budget_flops_field() -> Any:
+    """The ``budget_flops`` option: the share of the dense visual-token FLOPs to keep."""
     return Field(
         None,
         gt=0.0,
@@ -71,6 +73,7 @@ def budget_flops_field() -> Any:
 
 
 def reference_field() -> Any:
+    """The ``reference`` option: the cost-model preset a budget is stated for."""
     return Field(REFERENCE, description="Cost-model preset the budget is stated for (tokenprune.cost.PRESETS).")
 
 
@@ -115,6 +118,7 @@ class Budget:
 
     @property
     def dims(self) -> ModelDims:
+        """Dimensions of the reference preset (a clear error for an unknown preset name)."""
         try:
             dims = ModelDims.preset(self.reference)
         except KeyError as exc:
@@ -132,9 +136,11 @@ class Budget:
 
     @property
     def target(self) -> float:
+        """The number the solver aims at: average tokens, or the kept FLOPs share."""
         return float(self.tokens if self.tokens is not None else self.flops)  # type: ignore[arg-type]
 
     def describe(self) -> str:
+        """The budget in words, for error messages."""
         unit = "visual tokens per layer" if self.tokens is not None else "of the dense FLOPs"
         return f"{self.target:g} {unit} on {self.reference}"
 

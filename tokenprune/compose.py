@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["ComponentSpec", "ComposedConfig", "UnknownComponentError", "compose", "COMPONENT_KINDS", "DEFAULTS"]
 
 COMPONENT_KINDS = ("scheduler", "scorer", "reducer")
+"""The three kinds of component a strategy is composed of (the keyword names of `compose`)."""
 DEFAULTS = {"scheduler": "pyramid", "scorer": "attention", "reducer": "topk"}
 """What a composed strategy uses for a kind the user did not name."""
 _BASES = {"scheduler": Scheduler, "scorer": Scorer, "reducer": Reducer}

@@ -62,4 +62,5 @@ class SingleStageConfig(StrategyConfig):
             raise ValueError(str(exc)) from None
 
     def scheduler(self) -> StageScheduler:
+        """The one-stage scheduler these options describe (budget solved if one was given)."""
         return StageScheduler([self.layer], [self.keep_ratio()])
