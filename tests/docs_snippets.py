@@ -289,8 +289,8 @@ def setup_plugin(namespace: dict, loader: TinyLoader, monkeypatch: Any) -> None:
 
     import tokenprune.registry as registry_module
 
-    monkeypatch.syspath_prepend(str(ROOT / "docs" / "guides" / "example"))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # keep docs/ free of __pycache__
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "tokenprune-hiddennorm"))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # keep examples/ free of __pycache__
     monkeypatch.delitem(sys.modules, "tokenprune_hiddennorm", raising=False)
     example = importlib.import_module("tokenprune_hiddennorm")
     # As after `pip install -e ./tokenprune-hiddennorm`: the entry points plus the example plugin.

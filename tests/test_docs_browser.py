@@ -96,9 +96,13 @@ def browser(tmp_path_factory):
 
 
 def _wait(driver, condition):
+    """Poll ``condition`` until it is truthy. Search results re-render while the worker answers, so an
+    element read mid-update is stale: that counts as "not yet", like a missing element."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, TIMEOUT_S).until(condition)
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, TIMEOUT_S, ignored_exceptions=ignored).until(condition)
 
 
 def _local_only(driver, origin: str) -> list[str]:
