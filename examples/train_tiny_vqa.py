@@ -1,7 +1,7 @@
 """Train the tiny VQA LLaVA shipped in ``tokenprune/assets/tiny-vqa-llava`` (CPU, from scratch, seeded).
 
-A stock `LlavaForConditionalGeneration` (CLIP vision tower 48 px / 4 px patches = 144 visual
-tokens, MLP projector, 8-layer Llama text stack) learns easy-VQA and Grid-Shapes together: each
+A stock `LlavaForConditionalGeneration` (CLIP vision tower 60 px / 6 px patches = 100 visual
+tokens, MLP projector, 6-layer Llama text stack) learns easy-VQA and Grid-Shapes together: each
 step takes half its images from each training split, each image with up to ``--turns`` of its
 questions as one multi-turn row (``q1 a1 [EOS] q2 a2 [EOS] ...``, as LLaVA's conversations). The loss
 covers only the answer words and their ``[EOS]``. The word-level tokenizer is built from the questions and answers of both training

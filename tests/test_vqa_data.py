@@ -30,14 +30,14 @@ def test_shape_colour_is_drawn_in_its_cell():
     pixels = np.asarray(grid_shapes.render(scene)).astype(int)
     for i, cell in enumerate(scene.cells):
         r, c = divmod(i, 3)
-        block = pixels[16 * r : 16 * r + 16, 16 * c : 16 * c + 16].reshape(-1, 3)
+        block = pixels[20 * r : 20 * r + 20, 20 * c : 20 * c + 20].reshape(-1, 3)
         hit = (np.abs(block - grid_shapes.COLORS[cell[1]]).sum(1) < 10).sum() if cell else 0
         assert (hit > 10) == (cell is not None)
 
 
 def test_grid_shapes_test_split_is_fixed():
     split = load_split("grid-shapes", "test")
-    assert len(split) == 2000 and split.images.shape == (1000, 3, 48, 48)
+    assert len(split) == 2000 and split.images.shape == (1000, 3, 60, 60)
     assert split.images.dtype == torch.uint8
     # pinned: a change to the generator silently changes the benchmark, so it must fail here
     assert split.questions[:2] == ["is there a shape in the top right?", "what shape is in the bottom right?"]
@@ -47,7 +47,7 @@ def test_grid_shapes_test_split_is_fixed():
 def test_easy_vqa_keeps_its_split():
     pytest.importorskip("easy_vqa")
     test = load_split("easy-vqa", "test")
-    assert len(test) == 9673 and test.images.shape == (1000, 3, 48, 48)
+    assert len(test) == 9673 and test.images.shape == (1000, 3, 60, 60)
     assert set(test.answers) <= {"circle", "green", "red", "gray", "yes", "teal", "black", "rectangle", "yellow",
                                  "triangle", "brown", "blue", "no"}  # fmt: skip
 
@@ -64,7 +64,7 @@ def test_tokenizer_and_encoding_round_trip():
     assert tok.convert_ids_to_tokens(tok("what color is the shape?", add_special_tokens=False)["input_ids"]) == [
         "what", "color", "is", "the", "shape", "?"]  # fmt: skip
     vqa = TinyVQA(model=None, tokenizer=tok)
-    images = torch.zeros((2, 3, 48, 48), dtype=torch.uint8)
+    images = torch.zeros((2, 3, 60, 60), dtype=torch.uint8)
     batch = vqa.encode(images, ["what color is the shape?", "is there a shape?"], ["red", "red"])
     ids, labels = batch["input_ids"], batch["labels"]
     assert ((ids == vqa.image_id).sum(1) == NUM_PATCHES).all()

@@ -8,9 +8,7 @@ This subpackage provides what accuracy measurements need, all offline:
 - `tokenprune.vqa.grid_shapes`: the Grid-Shapes generator.
 - `tokenprune.vqa.model`: the word-level tokenizer, the LLaVA config, loading the shipped
   checkpoint, encoding batches and answering questions.
+
+Submodules are imported on use (the CLI imports `tokenprune.vqa.commands` to register its
+subcommands, which must not pull in Pillow or the datasets).
 """
-
-from .datasets import Example, load_split
-from .model import TinyVQA, load_tiny_vqa
-
-__all__ = ["Example", "load_split", "TinyVQA", "load_tiny_vqa"]

@@ -34,7 +34,11 @@ def run_trained(strategy: str, options: dict[str, Any], questions: int = 64, pic
     result: dict[str, Any] = {"model": "tiny-vqa-llava (shipped)", "questions_per_dataset": questions, "datasets": {}}
     try:
         for name in DATASETS:
-            split = load_split(name, "test").subset(range(questions))
+            try:
+                split = load_split(name, "test").subset(range(questions))
+            except ModuleNotFoundError as exc:  # easy-VQA is an optional extra
+                result["datasets"][name] = {"skipped": str(exc)}
+                continue
             images = split.images[split.image_index]
             dense = vqa.answer(images, split.questions)
             with pruned(vqa.model, strategy, **options) as handle:
@@ -51,7 +55,10 @@ def run_trained(strategy: str, options: dict[str, Any], questions: int = 64, pic
             }  # fmt: skip
         path = picture or str(Path(tempfile.gettempdir()) / "tokenprune_kept_patches.png")
         ex = load_split("grid-shapes", "test")[0]
-        result["picture"] = visualize_one(vqa, ex.image, ex.question, strategy, options, path, ex.answer)
+        try:
+            result["picture"] = visualize_one(vqa, ex.image, ex.question, strategy, options, path, ex.answer)
+        except ModuleNotFoundError as exc:  # matplotlib is an optional extra
+            result["picture_skipped"] = f"{exc}; pip install matplotlib (or the 'vqa' extra) for the picture"
     except TokenpruneError as exc:
         result["error"] = str(exc)
     return result
@@ -67,11 +74,16 @@ def render_trained(r: dict[str, Any], strategy: str) -> str:
     rows = [["dataset", "dense acc.", f"{strategy} acc.", "same answer", "visual FLOPs saved"]]
     lines = []
     for name, d in r["datasets"].items():
+        if "skipped" in d:
+            lines.append(f"  {name} skipped: {d['skipped']}")
+            continue
         rows.append([name, f"{100 * d['dense_accuracy']:.1f}%", f"{100 * d['pruned_accuracy']:.1f}%",
                      f"{100 * d['agreement']:.1f}%", f"{100 * d['flops_saved']:.1f}%"])  # fmt: skip
         for ex in d["examples"]:
             lines.append(f"  {ex['question']:<44} truth {ex['truth']:<9} dense {ex['dense']:<9} {strategy} {ex['pruned']}")
     text = f"{head}\n{format_table(rows)}\n\n" + "\n".join(lines)
+    if r.get("picture_skipped"):
+        text += f"\n\n  kept-patch picture skipped: {r['picture_skipped']}"
     if r.get("picture"):
         p = r["picture"]
         kept = ", ".join(f"{s['kept']}" for s in p["stages"])

@@ -1,6 +1,6 @@
 """Grid-Shapes: a seeded synthetic VQA set whose answers depend on one small image region.
 
-Each 48x48 image is a 3x3 grid of 16 px cells; some cells hold a small shape (circle, square or
+Each 60x60 image is a 3x3 grid of 20 px cells; some cells hold a small shape (circle, square or
 triangle) in one of six colours, drawn at a jittered spot inside its cell on a jittered light
 background. Questions ask about one cell: "what color is the shape in the top left?", "what shape
 is in the center?", "is there a shape in the bottom right?". Everything
@@ -16,8 +16,8 @@ from PIL import Image, ImageDraw
 
 __all__ = ["COLORS", "SHAPES", "POSITIONS", "IMAGE_PX", "GridScene", "make_scene", "questions", "render"]
 
-IMAGE_PX = 48
-CELL_PX = IMAGE_PX // 3
+IMAGE_PX = 60
+CELL_PX = IMAGE_PX // 3  # 20 px cells
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220),
     "yellow": (230, 200, 30), "purple": (150, 50, 190), "black": (20, 20, 20),
@@ -46,7 +46,7 @@ def make_scene(rng: np.random.Generator) -> GridScene:
         if i not in occupied:
             cells.append(None)
             continue
-        size = int(rng.integers(8, 12))
+        size = int(rng.integers(11, 16))
         slack = CELL_PX - size
         cells.append((
             SHAPES[int(rng.integers(len(SHAPES)))], list(COLORS)[int(rng.integers(len(COLORS)))],
@@ -57,7 +57,7 @@ def make_scene(rng: np.random.Generator) -> GridScene:
 
 
 def render(scene: GridScene) -> Image.Image:
-    """The scene as a 48x48 RGB image."""
+    """The scene as a 60x60 RGB image."""
     image = Image.new("RGB", (IMAGE_PX, IMAGE_PX), scene.background)
     draw = ImageDraw.Draw(image)
     for i, cell in enumerate(scene.cells):
@@ -80,7 +80,7 @@ def questions(scene: GridScene, rng: np.random.Generator, k: int = 4) -> list[tu
     """``k`` distinct (question, answer) pairs about ``scene``: a kind is drawn uniformly first
     (colour at a cell, shape at a cell, is a cell occupied), then a question of it.
 
-    Every answer depends on one 16x16 cell, i.e. 16 of the 144 patches (counting questions, which
+    Every answer depends on one 20x20 cell, i.e. about 11 of the 100 patches (counting questions, which
     need the whole image, were tried and dropped: the CPU training budget could not learn them).
     """
     kinds: dict[str, list[tuple[str, str]]] = {"color": [], "shape": [], "occupied": []}

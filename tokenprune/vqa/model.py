@@ -2,7 +2,7 @@
 
 The model is a stock `LlavaForConditionalGeneration` (CLIP vision tower, MLP projector, Llama text
 stack) built from config objects, so every adapter path the real LLaVA-1.5 takes is exercised.
-The prompt is ``[BOS] <image> x 144 question-words ?`` and the answer is one word followed by
+The prompt is ``[BOS] <image> x 100 question-words ?`` and the answer is one word followed by
 ``[EOS]``: the last prompt token (``?``) is the query PyramidDrop scores with, as in LLaVA where the
 instruction follows the image.
 """
@@ -23,11 +23,11 @@ __all__ = [
 
 PAD, BOS, EOS, UNK, IMAGE_TOKEN = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "<image>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE_TOKEN)
-IMAGE_PX, PATCH_PX = 48, 4
-NUM_PATCHES = (IMAGE_PX // PATCH_PX) ** 2  # 144 visual tokens per image
+IMAGE_PX, PATCH_PX = 60, 6
+NUM_PATCHES = (IMAGE_PX // PATCH_PX) ** 2  # 100 visual tokens per image
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-vqa-llava"
 
-TEXT_DIMS = dict(hidden_size=64, intermediate_size=192, num_hidden_layers=6, num_attention_heads=4,
+TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=2)  # fmt: skip
 VISION_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
 
@@ -58,7 +58,7 @@ def build_tokenizer(words: list[str]):
 
 
 def build_config(vocab_size: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2, image_id: int = 4):
-    """LLaVA-1.5 layout at toy width: 48 px images, 4 px patches (144 visual tokens), 8 text layers."""
+    """LLaVA-1.5 layout at toy width: 60 px images, 6 px patches (100 visual tokens), 6 text layers."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     vision = CLIPVisionConfig(image_size=IMAGE_PX, patch_size=PATCH_PX, projection_dim=VISION_DIMS["hidden_size"],
@@ -76,7 +76,7 @@ def build_config(vocab_size: int, pad_id: int = 0, bos_id: int = 1, eos_id: int 
 
 
 def pixel_values(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, 3, 48, 48)`` -> float in [-1, 1] (what the model was trained on)."""
+    """uint8 ``(B, 3, 60, 60)`` -> float in [-1, 1] (what the model was trained on)."""
     return images.float().div(127.5).sub(1.0)
 
 
@@ -123,7 +123,7 @@ class TinyVQA:
         """Training batch of multi-turn rows ``[BOS] <image>... q1 a1 [EOS] q2 a2 [EOS] ...`` (left-padded).
 
         ``labels`` mark every answer word and its ``[EOS]``. Several questions about one image share
-        the cost of its 144 visual tokens (LLaVA's own training data is multi-turn the same way); the
+        the cost of its 100 visual tokens (LLaVA's own training data is multi-turn the same way); the
         first turn is exactly the single-question inference prompt.
         """
         rows, targets = [], []
