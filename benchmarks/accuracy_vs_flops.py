@@ -1,7 +1,7 @@
 """Accuracy vs. visual FLOPs of the shipped tiny VQA LLaVA: a thin runner around ``tokenprune eval``.
 
 Dense and every registered strategy (each over its budget option's grid) on the easy-VQA and
-Grid-Shapes test splits; writes ``benchmarks/results/accuracy-vs-flops.json`` and the PNG (also
+Grid-Shapes test splits; writes ``benchmarks/results/accuracy-vs-flops.{json,png,md}`` (also
 copied to ``docs/results/accuracy-vs-flops.png`` for the docs page). Extra arguments go to
 ``tokenprune eval`` (e.g. ``--limit 1000`` for a quicker run, ``--strategy pyramiddrop``).
 
@@ -25,5 +25,10 @@ if __name__ == "__main__":
     json_path, png_path = RESULTS / "accuracy-vs-flops.json", RESULTS / "accuracy-vs-flops.png"
     code = main(["eval", "--json", str(json_path), "--plot", str(png_path), *sys.argv[1:]])
     if code == 0:
+        import json
+
+        from tokenprune.vqa.evaluate import markdown_table
+
         shutil.copyfile(png_path, ROOT / "docs" / "results" / "accuracy-vs-flops.png")
+        (RESULTS / "accuracy-vs-flops.md").write_text(markdown_table(json.loads(json_path.read_text())) + "\n")
     sys.exit(code)

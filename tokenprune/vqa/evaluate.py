@@ -21,7 +21,7 @@ from .datasets import Split
 from .model import TinyVQA
 
 __all__ = ["BUDGET_OPTION_NAMES", "DEFAULT_BUDGETS", "budget_option", "evaluate_split", "sweep", "plot_sweep",
-           "at_flops"]  # fmt: skip
+           "at_flops", "markdown_table"]  # fmt: skip
 
 BUDGET_OPTION_NAMES = ("ratio", "keep_ratio", "retain_ratio", "keep", "budget")
 """Config fields tried, in order, as a strategy's budget knob (after an explicit ``budget_option``)."""
@@ -184,3 +184,19 @@ def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA")
     plt.close(fig)
 
 
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The sweep as a Markdown table (one row per budget, one accuracy column per dataset)."""
+    runs = result["runs"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    keys = list(dict.fromkeys((r["strategy"], r["option"], r["value"]) for r in runs))
+    head = "| strategy | budget | " + " | ".join(f"{d}: accuracy | {d}: visual FLOPs" for d in datasets) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(datasets))]
+    for name, option, value in keys:
+        cells = [name, "-" if option is None else f"{option}={value:g}"]
+        for d in datasets:
+            r = next((r for r in runs if r["dataset"] == d and (r["strategy"], r["option"], r["value"]) == (name, option, value)), None)
+            cells += ["", ""] if r is None else [f"{100 * r['accuracy']:.1f}%", f"{100 * r['flops_fraction']:.1f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
