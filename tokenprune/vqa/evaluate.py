@@ -175,7 +175,7 @@ def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA")
             ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker="o", ms=4, label=name)
         n = rows[0]["questions"]
         ax.set(title=f"{dataset} (test, {n} questions)", xlabel="visual-token FLOPs, % of dense (paper convention)",
-               ylabel="accuracy (%)", xlim=(0, 102))  # fmt: skip
+               ylabel="accuracy (%)", xlim=(0, 102), ylim=(0, 100))  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.suptitle(title)
