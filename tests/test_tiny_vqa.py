@@ -29,8 +29,10 @@ FLOOR = {"easy-vqa": 0.36, "grid-shapes": 0.36}
 
 @pytest.fixture(scope="module")
 def vqa():
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    return load_tiny_vqa()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(2, previous))
+    yield load_tiny_vqa()
+    torch.set_num_threads(previous)
 
 
 def _run(argv):
