@@ -148,7 +148,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     options = dict(args.option or [])
     try:
-        result = demo.run(args.strategy, options, args.max_new_tokens, args.repeats, args.seed, args.threads or None)
+        result = demo.run(args.strategy, options, args.max_new_tokens, args.repeats, args.seed, args.threads or None,
+                          args.questions, args.picture)
     except ValidationError as exc:
         raise CliError(_validation_message(exc, args.strategy)) from None
     print(render_demo(result))
@@ -165,6 +166,10 @@ def render_demo(result: dict[str, Any]) -> str:
     """The whole demo report: header, then one block per measurement."""
     sections = [_header(result), _tokens_section(result), _flops_section(result)]
     sections += [_timing_section(result), _generation_section(result)]
+    if "trained" in result:
+        from .vqa.demo import render_trained
+
+        sections.append(render_trained(result["trained"], result["strategy"]))
     return "\n\n".join(sections)
 
 
@@ -569,9 +574,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: 1, robust on busy machines; 0 = torch's default)",
     )  # fmt: skip
     demo.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    demo.add_argument("--questions", type=_at_least(0), default=64, metavar="N",
+                      help="test questions per dataset for the trained tiny VQA LLaVA part (default: 64; 0 skips it)")  # fmt: skip
+    demo.add_argument("--picture", metavar="PATH", help="kept-patch PNG path (default: in the temp folder)")
     demo.set_defaults(func=cmd_demo)
     _add_flops(sub)
     _add_bench(sub)
+    from .vqa.commands import add_subcommands  # eval, fidelity, visualize on the trained tiny VQA LLaVA
+
+    add_subcommands(sub)
     return parser
 
 

@@ -240,19 +240,28 @@ def run(
     repeats: int = 5,
     seed: int = 0,
     threads: int | None = 1,
+    trained_questions: int = 64,
+    picture: str | None = None,
 ) -> dict[str, Any]:
     """Everything the demo reports, as JSON-ready data (see `tokenprune.cli` for the rendering).
 
     ``threads`` (torch intra-op threads, ``None`` = leave as is) defaults to 1: the demo's matrices
     are too small to gain much from threads, while threads spin-waiting for a core on a busy machine
     (CI, shared boxes) made the run up to 10x slower. The previous setting is restored afterwards.
+    ``trained_questions`` > 0 adds the trained tiny VQA LLaVA part (`tokenprune.vqa.demo`): that many
+    test questions per dataset answered dense and wrapped, and the kept-patch picture at ``picture``.
     """
     options = dict(options or {})
     check_options(strategy, options)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or previous)
     try:
-        return _measure(strategy, options, max_new_tokens, repeats, seed)
+        result = _measure(strategy, options, max_new_tokens, repeats, seed)
+        if trained_questions:
+            from .vqa.demo import run_trained
+
+            result["trained"] = run_trained(strategy, options, trained_questions, picture)
+        return result
     finally:
         torch.set_num_threads(previous)
 

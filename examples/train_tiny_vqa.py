@@ -1,0 +1,137 @@
+"""Train the tiny VQA LLaVA shipped in ``tokenprune/assets/tiny-vqa-llava`` (CPU, from scratch, seeded).
+
+A stock `LlavaForConditionalGeneration` (CLIP vision tower 60 px / 6 px patches = 100 visual
+tokens, MLP projector, 6-layer Llama text stack) learns easy-VQA and Grid-Shapes together: each
+step takes half its images from each training split, each image with up to ``--turns`` of its
+questions as one multi-turn row (``q1 a1 [EOS] q2 a2 [EOS] ...``, as LLaVA's conversations). The loss
+covers only the answer words and their ``[EOS]``. The word-level tokenizer is built from the questions and answers of both training
+splits and saved with the model.
+
+Usage (the shipped checkpoint; see its MODEL_CARD.md for the time it took)::
+
+    python examples/train_tiny_vqa.py --out tokenprune/assets/tiny-vqa-llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from tokenprune.vqa.datasets import load_split
+from tokenprune.vqa.model import TinyVQA, build_config, build_tokenizer, vocabulary
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="tokenprune/assets/tiny-vqa-llava")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32, help="images per step (half from each dataset)")
+    p.add_argument("--turns", type=int, default=4, help="questions per image per step (multi-turn rows)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--eval-size", type=int, default=400)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop early (and save) after this much training time; the log records the step reached")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward (weights stay float32)")
+    return p.parse_args()
+
+
+def evaluate(vqa: TinyVQA, split, limit: int | None = None, batch: int = 128) -> float:
+    """Exact-match accuracy of the first answer word on (the first ``limit`` questions of) ``split``."""
+    n = len(split) if limit is None else min(limit, len(split))
+    right = 0
+    vqa.model.eval()
+    for start in range(0, n, batch):
+        idx = range(start, min(start + batch, n))
+        images = split.images[[split.image_index[i] for i in idx]]
+        answers = vqa.answer(images, [split.questions[i] for i in idx])
+        right += sum(a == split.answers[i] for a, i in zip(answers, idx))
+    vqa.model.train()
+    return right / max(n, 1)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    from transformers import LlavaForConditionalGeneration
+
+    train = [load_split("easy-vqa", "train"), load_split("grid-shapes", "train")]
+    test = [load_split("easy-vqa", "test"), load_split("grid-shapes", "test")]
+    tokenizer = build_tokenizer(vocabulary([t for s in train for t in (*s.questions, *s.answers)]))
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[BOS]", "[EOS]", "<image>")}
+    config = build_config(len(tokenizer), ids["[PAD]"], ids["[BOS]"], ids["[EOS]"], ids["<image>"])
+    config._attn_implementation = "sdpa"
+    model = LlavaForConditionalGeneration(config).float().train()
+    vqa = TinyVQA(model, tokenizer)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"parameters: {params:,}; vocabulary: {len(tokenizer)}", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98))  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup)
+                                              * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))  # fmt: skip
+    gen = torch.Generator().manual_seed(args.seed)
+    by_image = []  # per split: question indices of each image
+    for split in train:
+        groups: list[list[int]] = [[] for _ in range(len(split.images))]
+        for q, i in enumerate(split.image_index):
+            groups[i].append(q)
+        by_image.append(groups)
+    log, start, half = [], time.time(), args.batch // 2
+    for step in range(1, args.steps + 1):
+        images, dialogues = [], []
+        for split, groups in zip(train, by_image):
+            for i in torch.randint(len(groups), (half,), generator=gen).tolist():
+                qs = groups[i]
+                pick = torch.randperm(len(qs), generator=gen)[: args.turns].tolist()
+                images.append(split.images[i])
+                dialogues.append([(split.questions[qs[j]], split.answers[qs[j]]) for j in pick])
+        batch = vqa.encode_dialogues(torch.stack(images), dialogues)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(**batch, use_cache=False).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0:
+            print(f"step {step} loss {loss.item():.4f} lr {sched.get_last_lr()[0]:.2e} {time.time() - start:.0f}s", flush=True)
+        out_of_time = args.max_minutes is not None and time.time() - start > 60 * args.max_minutes
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
+            accs = {s.name: evaluate(vqa, s, args.eval_size) for s in test}
+            log.append({"step": step, "seconds": time.time() - start, "loss": loss.item(), **accs})
+            print("eval", json.dumps(log[-1]), flush=True)
+        if out_of_time:
+            print(f"stopping at step {step}: --max-minutes {args.max_minutes} reached", flush=True)
+            break
+    seconds = time.time() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = ids["[PAD]"]
+    model.generation_config.bos_token_id = ids["[BOS]"]
+    model.generation_config.eos_token_id = ids["[EOS]"]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    final = {s.name: evaluate(vqa, s) for s in test}
+    summary = {"args": vars(args), "parameters": params, "train_seconds": seconds, "steps_done": step,
+               "test_accuracy": final,
+               "log": log, "torch": torch.__version__}  # fmt: skip
+    (out / "training_log.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print("final", json.dumps(final), f"train {seconds:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The ``tokenprune eval``, ``fidelity`` and ``visualize`` subcommands (on the tiny VQA LLaVA).
+
+All three default to the checkpoint shipped in the package (``tokenprune/assets/tiny-vqa-llava``),
+so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any checkpoint saved by
+``examples/train_tiny_vqa.py``. For other models use the library functions they wrap:
+`tokenprune.vqa.evaluate.sweep`, `tokenprune.fidelity.fidelity`, `tokenprune.visualize.kept_grids`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_subcommands", "render_eval", "render_fidelity"]
+
+
+def _common(parser: argparse.ArgumentParser, at_least: Any, dataset_default: str = "all") -> None:
+    parser.add_argument("--model", metavar="PATH", help="tiny VQA checkpoint directory (default: the shipped one)")
+    parser.add_argument("--dataset", default=dataset_default, choices=["all", "easy-vqa", "grid-shapes"],
+                        help=f"test split(s) to use (default: {dataset_default})")  # fmt: skip
+    parser.add_argument("--threads", type=at_least(0), default=2, metavar="N",
+                        help="torch CPU threads (default: 2; 0 = torch's default)")  # fmt: skip
+
+
+def add_subcommands(sub: Any) -> None:
+    """Register ``eval``, ``fidelity`` and ``visualize`` on the ``tokenprune`` subparsers."""
+    from ..cli import _at_least, _strategy_arguments
+
+    ev = sub.add_parser(
+        "eval",
+        help="accuracy vs. visual FLOPs of dense and every strategy on the trained tiny VQA LLaVA",
+        description="Answer the easy-VQA and Grid-Shapes test questions with the shipped tiny LLaVA, dense and with "
+        "every registered strategy at each value of its budget option (e.g. pyramiddrop's ratio), batched, with a "
+        "progress bar. Prints accuracy and the measured share of dense visual-token FLOPs (paper convention); "
+        "--json and --plot write the numbers and the accuracy-vs-FLOPs curves.",
+    )
+    _common(ev, _at_least)
+    ev.add_argument("--strategy", action="append", metavar="NAME", help="only these strategies (repeatable; default: all)")
+    ev.add_argument("--budgets", metavar="LIST", help="comma-separated budget values (default: 0.8,0.6,0.5,0.4,0.3,0.2,0.1)")
+    ev.add_argument("--limit", type=_at_least(1), metavar="N", help="first N questions of each test split (default: all)")
+    ev.add_argument("--batch-size", type=_at_least(1), default=64, metavar="B", help="questions per forward (default: 64)")
+    ev.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
+    ev.add_argument("--plot", metavar="PATH", help="write the accuracy-vs-FLOPs PNG (needs matplotlib)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
+
+    fid = sub.add_parser(
+        "fidelity",
+        help="how closely a strategy reproduces dense: next-token KL, top-1 agreement, exact match",
+        description="Run greedy generation dense and wrapped on test questions of the tiny VQA LLaVA and compare: "
+        "KL(dense || wrapped) of the first answer token, top-1 agreement, exact match of the generated text. "
+        "For your own model and prompts use tokenprune.fidelity.fidelity(model, batches, strategy, options).",
+    )
+    _common(fid, _at_least, "grid-shapes")
+    _strategy_arguments(fid)
+    fid.add_argument("--limit", type=_at_least(1), default=128, metavar="N", help="questions per split (default: 128)")
+    fid.add_argument("--batch-size", type=_at_least(1), default=32, metavar="B", help="questions per batch (default: 32)")
+    fid.add_argument("--max-new-tokens", type=_at_least(1), default=2, metavar="N", help="greedy tokens (default: 2)")
+    fid.add_argument("--json", metavar="PATH", help="write the numbers (with per-sample rows) to this JSON file")
+    fid.set_defaults(func=cmd_fidelity)
+
+    vis = sub.add_parser(
+        "visualize",
+        help="PNG of the image patches each stage kept, for one image and question",
+        description="Answer one question dense and wrapped, then draw the image once per stage of the reduction "
+        "with the dropped patches dimmed (one panel per stage).",
+    )
+    _common(vis, _at_least, "grid-shapes")
+    _strategy_arguments(vis)
+    vis.add_argument("--index", type=_at_least(0), default=0, metavar="I", help="test question index (default: 0)")
+    vis.add_argument("--image", metavar="PNG", help="your own image instead (resized to 60x60)")
+    vis.add_argument("--question", help="your own question (with --image, or replacing the test question)")
+    vis.add_argument("--out", default="kept_patches.png", metavar="PATH", help="PNG path (default: kept_patches.png)")
+    vis.set_defaults(func=cmd_visualize)
+
+
+def _splits(name: str) -> list:
+    from .datasets import DATASETS, load_split
+
+    return [load_split(d, "test") for d in (DATASETS if name == "all" else [name])]
+
+
+def _load(args: argparse.Namespace):
+    from ..cli import CliError
+    from .model import load_tiny_vqa
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return load_tiny_vqa(args.model)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _write_json(path: str, data: dict[str, Any]) -> None:
+    from ..cli import CliError
+
+    try:
+        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as exc:
+        raise CliError(f"Could not write {path}: {exc.strerror or exc}.") from None
+
+
+# -- eval -------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..cli import CliError
+    from ..registry import get_registry
+    from .evaluate import DEFAULT_BUDGETS, sweep
+
+    registry = get_registry()
+    for name in args.strategy or []:
+        registry.strategy(name)  # unknown names fail here, before the model loads
+    try:
+        budgets = [float(v) for v in args.budgets.split(",")] if args.budgets else list(DEFAULT_BUDGETS)
+    except ValueError:
+        raise CliError(f"--budgets must be comma-separated numbers, e.g. 1,0.5,0.25; got {args.budgets!r}.") from None
+    vqa = _load(args)
+    result = sweep(vqa, _splits(args.dataset), args.strategy, budgets, args.batch_size, args.limit,
+                   show_progress=not args.no_progress)  # fmt: skip
+    result["model"] = str(args.model or "shipped tiny-vqa-llava")
+    print(render_eval(result))
+    if args.json:
+        _write_json(args.json, result)
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        from .evaluate import plot_sweep
+
+        plot_sweep(result, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def render_eval(result: dict[str, Any]) -> str:
+    """One table per dataset: strategy, budget, accuracy, FLOPs share, mean visual tokens per layer."""
+    from ..cli import format_table
+
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in result["runs"]):
+        rows = [["strategy", "budget", "accuracy", "visual FLOPs", "tokens/layer"]]
+        for r in (r for r in result["runs"] if r["dataset"] == dataset):
+            budget = "-" if r["option"] is None else f"{r['option']}={r['value']:g}"
+            tokens = sum(r["visual_tokens"]) / max(len(r["visual_tokens"]), 1)
+            rows.append([r["strategy"], budget, f"{100 * r['accuracy']:.2f}%", f"{100 * r['flops_fraction']:.1f}%",
+                         f"{tokens:.1f}"])  # fmt: skip
+        n = next(r["questions"] for r in result["runs"] if r["dataset"] == dataset)
+        out.append(f"{dataset} test ({n} questions)\n{format_table(rows)}")
+    for s in result.get("skipped", []):
+        out.append(f"skipped {s['strategy']} {s['value']}: {s['reason']}")
+    return "\n\n".join(out)
+
+
+# -- fidelity ---------------------------------------------------------------------------------
+def cmd_fidelity(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from ..cli import CliError, _validation_message
+    from ..fidelity import fidelity
+    from ..registry import get_registry
+
+    options = dict(args.option or [])
+    try:
+        get_registry().build(args.strategy, **options)
+    except ValidationError as exc:
+        raise CliError(_validation_message(exc, args.strategy)) from None
+    vqa = _load(args)
+    reports = {}
+    for split in _splits(args.dataset):
+        n = min(args.limit, len(split))
+        batches = (
+            vqa.encode(split.images[[split.image_index[i] for i in idx]], [split.questions[i] for i in idx])
+            for idx in (range(s, min(s + args.batch_size, n)) for s in range(0, n, args.batch_size))
+        )
+        batches = ({k: v for k, v in b.items() if k != "position_ids"} for b in batches)
+        reports[split.name] = fidelity(vqa.model, batches, args.strategy, options, args.max_new_tokens)
+    result = {"strategy": args.strategy, "options": options, "model": str(args.model or "shipped tiny-vqa-llava"),
+              "datasets": reports}  # fmt: skip
+    print(render_fidelity(result))
+    if args.json:
+        _write_json(args.json, result)
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def render_fidelity(result: dict[str, Any]) -> str:
+    from ..cli import format_table
+
+    rows = [["dataset", "samples", "KL (nats)", "max KL", "top-1 agree", "exact match", "FLOPs saved"]]
+    for name, r in result["datasets"].items():
+        rows.append([name, r["samples"], f"{r['kl']:.4f}", f"{r['kl_max']:.4f}", f"{100 * r['top1_agreement']:.1f}%",
+                     f"{100 * r['exact_match']:.1f}%", f"{100 * r['flops_saved']:.1f}%"])  # fmt: skip
+    opts = " ".join(f"{k}={v}" for k, v in result["options"].items()) or "(defaults)"
+    return f"fidelity of {result['strategy']} {opts} vs. dense ({result['model']})\n{format_table(rows)}"
+
+
+# -- visualize --------------------------------------------------------------------------------
+def cmd_visualize(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from ..cli import CliError, _validation_message
+    from ..registry import get_registry
+
+    options = dict(args.option or [])
+    try:
+        get_registry().build(args.strategy, **options)
+    except ValidationError as exc:
+        raise CliError(_validation_message(exc, args.strategy)) from None
+    if args.image and not args.question:
+        raise CliError("--image needs --question (what to ask about the image).")
+    vqa = _load(args)
+    if args.image:
+        from PIL import Image
+
+        from .datasets import _to_tensor
+
+        try:
+            image = _to_tensor(Image.open(args.image))
+        except OSError as exc:
+            raise CliError(f"Could not read the image {args.image}: {exc}.") from None
+        question, truth = args.question, None
+    else:
+        split = _splits(args.dataset)[0]
+        if args.index >= len(split):
+            raise CliError(f"--index {args.index} is out of range: {split.name} test has {len(split)} questions.")
+        ex = split[args.index]
+        image, question, truth = ex.image, args.question or ex.question, None if args.question else ex.answer
+    info = visualize_one(vqa, image, question, args.strategy, options, args.out, truth)
+    print(f"question: {question}")
+    if truth is not None:
+        print(f"truth:    {truth}")
+    print(f"dense:    {info['dense_answer']}\n{args.strategy}: {info['pruned_answer']}")
+    for s in info["stages"]:
+        print(f"  layers {s['first_layer']}-{s['last_layer']}: {s['kept']}/{s['total']} patches kept")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def visualize_one(vqa, image: torch.Tensor, question: str, strategy: str, options: dict, path: str,
+                  truth: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Answer dense and wrapped, draw the kept patches per stage to ``path``; returns answers and stages."""
+    from ..api import pruned
+    from ..visualize import draw_stages, kept_grids
+    from .model import IMAGE_PX, PATCH_PX
+
+    images = image.unsqueeze(0)
+    dense = vqa.answer(images, [question])[0]
+    with pruned(vqa.model, strategy, **options) as handle:
+        answer = vqa.answer(images, [question])[0]
+        selection = handle.selection()
+    ids = vqa.encode(images, [question])["input_ids"][0]
+    side = IMAGE_PX // PATCH_PX
+    stages = kept_grids(selection, ids == vqa.image_id, (side, side), vqa.model.config.text_config.num_hidden_layers)
+    title = f"{question}  dense: {dense}  {strategy}: {answer}" + (f"  (truth: {truth})" if truth else "")
+    draw_stages(image, stages, path, title)
+    return {"dense_answer": dense, "pruned_answer": answer, "path": path,
+            "stages": [{k: v for k, v in s.items() if k != "mask"} for s in stages]}  # fmt: skip

@@ -1,0 +1,202 @@
+"""Accuracy against visual FLOPs: dense and every registered strategy over a grid of budgets.
+
+The sweep is generic over the registry: for each strategy it varies the option that sets its
+budget (`budget_option`), so a strategy another package registers shows up with no change here.
+The x-axis is *measured*, not promised: the share of the dense paper-convention visual-token FLOPs
+(`tokenprune.cost.stack_flops`, summed over layers) that the wrapped forwards really ran, read from
+the handle's `CallStats`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from ..api import pruned
+from ..registry import get_registry
+from .datasets import Split
+from .model import TinyVQA
+
+__all__ = ["BUDGET_OPTION_NAMES", "DEFAULT_BUDGETS", "budget_option", "evaluate_split", "sweep", "plot_sweep",
+           "at_flops", "markdown_table"]  # fmt: skip
+
+BUDGET_OPTION_NAMES = ("ratio", "keep_ratio", "retain_ratio", "keep", "budget")
+"""Config fields tried, in order, as a strategy's budget knob (after an explicit ``budget_option``)."""
+DEFAULT_BUDGETS = (0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+"""Values of the budget option swept by default (invalid ones for a strategy are skipped; 1.0, keep
+everything, is left out: the exactness contract makes it equal to dense)."""
+
+
+def budget_option(strategy: str) -> str | None:
+    """The config field that sets ``strategy``'s budget, or ``None`` when it has none.
+
+    A strategy config may name it with a class attribute ``budget_option``; otherwise the first field
+    among `BUDGET_OPTION_NAMES`, then the first float field whose name contains "ratio".
+    """
+    cls = get_registry().strategy(strategy).config_cls
+    explicit = getattr(cls, "budget_option", None)
+    if isinstance(explicit, str):
+        return explicit
+    fields = cls.model_fields
+    for name in BUDGET_OPTION_NAMES:
+        if name in fields:
+            return name
+    for name, info in fields.items():
+        if "ratio" in name and "float" in str(info.annotation) and "list" not in str(info.annotation):
+            return name
+    return None
+
+
+def _batches(n: int, size: int) -> Iterable[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def evaluate_split(
+    vqa: TinyVQA,
+    split: Split,
+    strategy: str | None = None,
+    options: dict[str, Any] | None = None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Accuracy of ``vqa`` on ``split`` (first ``limit`` questions), dense or wrapped with ``strategy``.
+
+    Returns:
+        ``accuracy``, ``correct``, ``questions``, and ``flops_fraction``: pruned / dense visual-token
+        FLOPs (paper convention) summed over every forward (1.0 for dense), ``visual_tokens``: the
+        mean visual tokens per layer.
+    """
+    n = len(split) if limit is None else min(limit, len(split))
+    correct, flops, dense, per_layer = 0, 0.0, 0.0, None
+    for idx in _batches(n, batch_size):
+        images = split.images[[split.image_index[i] for i in idx]]
+        questions = [split.questions[i] for i in idx]
+        if strategy is None:
+            answers = vqa.answer(images, questions)
+            stats = None
+        else:
+            with pruned(vqa.model, strategy, **(options or {})) as handle:
+                answers = vqa.answer(images, questions)
+                stats = handle.stats
+        correct += sum(a == split.answers[i] for a, i in zip(answers, idx))
+        if stats is not None:
+            flops += sum(stats.flops)
+            dense += sum(stats.dense_flops)
+            rows = [sum(r) for r in stats.visual_tokens]
+            per_layer = rows if per_layer is None else [a + b for a, b in zip(per_layer, rows)]
+        if progress is not None:
+            progress(len(idx))
+    layers = vqa.model.config.text_config.num_hidden_layers
+    n_visual = vqa.model.config.image_seq_length
+    return {
+        "accuracy": correct / max(n, 1), "correct": correct, "questions": n,
+        "flops_fraction": flops / dense if dense else 1.0,
+        "visual_tokens": [v / n for v in per_layer] if per_layer else [float(n_visual)] * layers,
+    }  # fmt: skip
+
+
+def sweep(
+    vqa: TinyVQA,
+    splits: Sequence[Split],
+    strategies: Sequence[str] | None = None,
+    budgets: Sequence[float] = DEFAULT_BUDGETS,
+    batch_size: int = 64,
+    limit: int | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Dense plus every strategy (default: all registered) at every budget, on every split.
+
+    Returns:
+        ``{"runs": [{dataset, strategy, option, value, options, accuracy, flops_fraction, ...}],
+        "skipped": [{strategy, value, reason}]}``. Dense runs have ``strategy`` ``"dense"``.
+    """
+    from pydantic import ValidationError
+    from tqdm.auto import tqdm
+
+    registry = get_registry()
+    names = list(strategies) if strategies is not None else sorted(registry.strategies)
+    plan: list[tuple[str, str | None, float | None]] = [("dense", None, None)]
+    skipped: list[dict[str, Any]] = []
+    for name in names:
+        option = budget_option(name)
+        if option is None:
+            skipped.append({"strategy": name, "value": None, "reason": "no budget option found"})
+            plan.append((name, None, None))
+            continue
+        for value in budgets:
+            try:
+                registry.build(name, **{option: value})
+            except (ValidationError, ValueError) as exc:
+                skipped.append({"strategy": name, "value": value, "reason": str(exc).splitlines()[0]})
+                continue
+            plan.append((name, option, value))
+    total = sum(len(s) if limit is None else min(limit, len(s)) for s in splits) * len(plan)
+    runs: list[dict[str, Any]] = []
+    with tqdm(total=total, unit="q", disable=not show_progress, desc="eval") as bar:
+        for split in splits:
+            for name, option, value in plan:
+                options = {} if option is None else {option: value}
+                bar.set_postfix_str(f"{split.name} {name} {option or ''}={'' if value is None else value}")
+                result = evaluate_split(vqa, split, None if name == "dense" else name, options, batch_size, limit,
+                                        bar.update)  # fmt: skip
+                runs.append({"dataset": split.name, "strategy": name, "option": option, "value": value,
+                             "options": options, **result})  # fmt: skip
+    return {"runs": runs, "skipped": skipped}
+
+
+def at_flops(runs: Sequence[dict[str, Any]], dataset: str, strategy: str, target: float) -> dict[str, Any] | None:
+    """The run of ``strategy`` on ``dataset`` whose FLOPs fraction is closest to ``target``."""
+    rows = [r for r in runs if r["dataset"] == dataset and r["strategy"] == strategy]
+    return min(rows, key=lambda r: abs(r["flops_fraction"] - target)) if rows else None
+
+
+def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA") -> None:
+    """One panel per dataset: accuracy against the visual-FLOPs fraction, one curve per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = result["runs"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 4.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = [r for r in runs if r["dataset"] == dataset]
+        dense = next((r for r in rows if r["strategy"] == "dense"), None)
+        if dense is not None:
+            ax.axhline(100 * dense["accuracy"], color="gray", ls="--", lw=1, label=f"dense ({100 * dense['accuracy']:.1f}%)")
+        for name in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != "dense"):
+            pts = sorted((r["flops_fraction"], r["accuracy"]) for r in rows if r["strategy"] == name)
+            ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker="o", ms=4, label=name)
+        n = rows[0]["questions"]
+        ax.set(title=f"{dataset} (test, {n} questions)", xlabel="visual-token FLOPs, % of dense (paper convention)",
+               ylabel="accuracy (%)", xlim=(0, 102), ylim=(0, 100))  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The sweep as a Markdown table (one row per budget, one accuracy column per dataset)."""
+    runs = result["runs"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    keys = list(dict.fromkeys((r["strategy"], r["option"], r["value"]) for r in runs))
+    head = "| strategy | budget | " + " | ".join(f"{d}: accuracy | {d}: visual FLOPs" for d in datasets) + " |"
+    lines = [head, "|" + "---|" * (2 + 2 * len(datasets))]
+    for name, option, value in keys:
+        cells = [name, "-" if option is None else f"{option}={value:g}"]
+        for d in datasets:
+            r = next((r for r in runs if r["dataset"] == d and (r["strategy"], r["option"], r["value"]) == (name, option, value)), None)
+            cells += ["", ""] if r is None else [f"{100 * r['accuracy']:.1f}%", f"{100 * r['flops_fraction']:.1f}%"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
