@@ -11,8 +11,8 @@ Every valid configuration in any of its three forms (official ``layer_list`` /
 * a config serialised to JSON and loaded back gives the same plan;
 * `Schedule.average_tokens` is the mean of `tokens_per_layer`.
 
-Not covered: a token-budget solver (a λ or schedule found from a target average / FLOPs budget)
-does not exist in tokenprune yet, so there is no property for it.
+The budget solver's properties (a solved strategy hits its target within one token; out-of-reach
+budgets are refused) are in `test_properties_budget.py`.
 """
 
 from __future__ import annotations
