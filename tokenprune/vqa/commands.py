@@ -186,6 +186,18 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def render_fidelity(result: dict[str, Any]) -> str:
+    """The ``tokenprune fidelity`` table, one row per dataset, under a heading naming the run.
+
+    The heading names the strategy, its options and the model; each row gives the samples, mean
+    and max KL, top-1 agreement, exact match and FLOPs saved.
+
+    Args:
+        result: ``{"strategy", "options", "model", "datasets": {name: report}}``, each report as
+            `tokenprune.fidelity.fidelity` returns it.
+
+    Returns:
+        Plain text for the terminal (the same numbers ``--json`` writes).
+    """
     from ..cli import format_table
 
     rows = [["dataset", "samples", "KL (nats)", "max KL", "top-1 agree", "exact match", "FLOPs saved"]]

@@ -22,7 +22,9 @@ from . import grid_shapes
 __all__ = ["Example", "Split", "DATASETS", "load_split", "IMAGE_PX"]
 
 IMAGE_PX = grid_shapes.IMAGE_PX
+"""Side of every split's images in pixels (60; easy-VQA's 64 px images are downsampled to it)."""
 DATASETS = ("easy-vqa", "grid-shapes")
+"""The dataset names `load_split` accepts, in the order the CLI runs them (``--dataset all``)."""
 GRID_SPLITS = {"train": (0, 8000, 6), "test": (1, 1000, 2)}  # seed, images, questions per image
 
 

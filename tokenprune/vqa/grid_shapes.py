@@ -17,17 +17,21 @@ from PIL import Image, ImageDraw
 __all__ = ["COLORS", "SHAPES", "POSITIONS", "IMAGE_PX", "GridScene", "make_scene", "questions", "render"]
 
 IMAGE_PX = 60
+"""Side of the square images in pixels (the tiny VQA model's input size: 10x10 patches of 6 px)."""
 CELL_PX = IMAGE_PX // 3  # 20 px cells
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220),
     "yellow": (230, 200, 30), "purple": (150, 50, 190), "black": (20, 20, 20),
 }  # fmt: skip
+"""Colour name (the answer word) -> RGB fill of the shape."""
 SHAPES = ("circle", "square", "triangle")
+"""Shape names, the answers to "what shape is in the ...?"."""
 POSITIONS = (
     "top left", "top middle", "top right",
     "middle left", "center", "middle right",
     "bottom left", "bottom middle", "bottom right",
 )  # fmt: skip
+"""The nine cells in row-major order, as the questions name them (cell ``i`` of `GridScene.cells`)."""
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,17 @@ __all__ = [
     "TinyVQA", "load_tiny_vqa", "pixel_values",
 ]  # fmt: skip
 
-PAD, BOS, EOS, UNK, IMAGE_TOKEN = "[PAD]", "[BOS]", "[EOS]", "[UNK]", "<image>"
+PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
+IMAGE_TOKEN = "<image>"
+"""The placeholder token the processor-free prompt repeats once per visual token (100 per image)."""
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE_TOKEN)
+"""The tokenizer's special tokens, in vocabulary order: they take ids 0-4, so ``[PAD]`` is 0 and
+``<image>`` is 4 (the ``image_token_index`` of `build_config`)."""
 IMAGE_PX, PATCH_PX = 60, 6
 NUM_PATCHES = (IMAGE_PX // PATCH_PX) ** 2  # 100 visual tokens per image
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-vqa-llava"
+"""The checkpoint shipped in the package (weights, config, tokenizer): what `load_tiny_vqa` loads
+when given no path, and what ``tokenprune eval`` / ``fidelity`` / ``visualize`` / ``demo`` use."""
 
 TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=2)  # fmt: skip
@@ -94,9 +100,24 @@ class TinyVQA:
 
     @property
     def image_id(self) -> int:
+        """The id of `IMAGE_TOKEN`: the prompt positions the vision tower's features replace.
+
+        Masks of visual positions (``input_ids == vqa.image_id``) map kept tokens back to patches.
+        """
         return self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     def prompt_ids(self, question: str) -> list[int]:
+        """The unpadded inference prompt ``[BOS] <image> x 100 question-words`` as token ids.
+
+        The image tokens come before the question, as in LLaVA, so the question's last token is the
+        text query that attention-based strategies score the visual tokens with.
+
+        Args:
+            question: the question text (lowercased and split into words by the tokenizer).
+
+        Returns:
+            The ids, without padding or an answer; `encode` pads rows of these into a batch.
+        """
         words = self.tokenizer(question, add_special_tokens=False)["input_ids"]
         return [self.tokenizer.bos_token_id, *[self.image_id] * NUM_PATCHES, *words]
 
