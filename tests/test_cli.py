@@ -126,3 +126,20 @@ def test_bad_count_is_a_usage_error(capsys):
 )
 def test_parse_option(text, expected):
     assert parse_option(text) == expected
+
+
+def test_a_closed_pipe_stops_the_output_quietly():
+    """`tokenprune list | head -1`: no traceback when the reader leaves early."""
+    import subprocess
+    import sys
+
+    # ~100 listings overflow the pipe buffer, so the writer is still writing when the reader leaves.
+    code = "import sys; from tokenprune.cli import main; sys.exit(max(main(['list']) for _ in range(100)))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader leaves after one line, as `head -1` does
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first.startswith(b"tokenprune ")
+    assert proc.returncode == 1
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -679,6 +680,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, TokenpruneError) as exc:
         print(f"tokenprune: error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    except BrokenPipeError:  # `tokenprune list | head`: the reader left; stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
