@@ -16,7 +16,6 @@ replaced; hooks are removable and state_dict keys never change.
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ from ..interfaces import Strategy
 from ..schedule import Schedule
 from .context import EncoderContext
 from ..engine.state import Stage
+from ..engine.hooks import HookOwner
 
 __all__ = ["EncoderEngine", "EncoderStats", "EncoderState"]
 
@@ -107,7 +107,7 @@ def _in_backward() -> bool:
     return current is not None and current() != -1
 
 
-class EncoderEngine:
+class EncoderEngine(HookOwner):
     """Installs and runs the block hooks of one wrapped vision encoder.
 
     Args:
@@ -122,18 +122,8 @@ class EncoderEngine:
         self.strategy = strategy
         self.stack = adapter.locate(model)
         self.layers = strategy.scheduler.resolve_layers(self.stack.num_layers)
-        self._local = threading.local()
+        super().__init__()
         self._latest: EncoderState | None = None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
 
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
@@ -150,10 +140,7 @@ class EncoderEngine:
 
     def remove(self) -> None:
         """Detach every block hook (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._local = threading.local()
+        self._detach_hooks()
 
     # -- what the handle reads ----------------------------------------------------------------
     @property

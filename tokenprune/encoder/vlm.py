@@ -20,7 +20,6 @@ Logits of a prefill cover the shortened prompt; `WrapHandle.input_columns` maps 
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from torch import Tensor, nn
 from ..composite import VisionLanguageStrategy
 from ..engine import Engine
 from ..engine.compat import cache_from_kwargs
+from ..engine.hooks import HookOwner
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext
 from .context import EncoderContext
@@ -40,7 +40,7 @@ __all__ = ["VisionBridge", "CompositeEngine"]
 _PREFILL_KEYS = ("input_ids", "attention_mask", "position_ids", "labels", "inputs_embeds")
 
 
-class VisionBridge:
+class VisionBridge(HookOwner):
     """Encoder-side and projector-side reduction of one VLM, plus the placeholder bookkeeping.
 
     Args:
@@ -63,8 +63,7 @@ class VisionBridge:
             self._init_projected(strategy)
         else:
             self._init_features(strategy, encoder_adapter)
-        self._local = threading.local()
-        self._handles: list[Any] = []
+        HookOwner.__init__(self)
 
     def _init_features(self, strategy: VisionLanguageStrategy, encoder_adapter: Any) -> None:
         """Reduction inside the tower and/or on the feature layer the projector reads."""
@@ -106,15 +105,6 @@ class VisionBridge:
         self.kept = min(int(tokens * strategy.projector.ratio), tokens)
         self.per_image, self.kept_per_image = tokens, self.kept
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local")
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
         """Attach every hook; on any failure remove what was attached (never a half-applied wrap)."""
@@ -140,10 +130,7 @@ class VisionBridge:
         """Detach every hook of this part (idempotent)."""
         if self.tower_engine is not None:
             self.tower_engine.remove()
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._local = threading.local()
+        self._detach_hooks()
 
     # -- statistics ---------------------------------------------------------------------------
     @property

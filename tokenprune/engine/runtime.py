@@ -21,7 +21,6 @@ every hook is removable.
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any
 
 import torch
@@ -32,6 +31,7 @@ from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .compat import cache_from_kwargs
+from .hooks import HookOwner
 from .layout import select_slots
 from .decode import decode_layer
 from .loss import AlignedLoss
@@ -62,7 +62,7 @@ def check_attention(attn_implementation: str) -> None:
         )
 
 
-class Engine:
+class Engine(HookOwner):
     """Installs and runs the hooks of one wrapped model.
 
     Args:
@@ -83,20 +83,10 @@ class Engine:
                 f"Reduction at layer {self.layers[0]} is too early for {type(model).__name__}: the first reduction "
                 f"layer must be >= {earliest} ({why}). Move the first boundary later."
             )
-        self._local = threading.local()
+        super().__init__()
         self._latest = CallState()  # the last completed call in any thread, for readers elsewhere
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._loss_owner: nn.Module | None = None
         self._saved_loss: Any = _UNSET
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.pop("_local")  # per-thread call state is not copied: a copy starts idle
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
 
     # -- per-thread call state ----------------------------------------------------------------
     @property
@@ -145,16 +135,13 @@ class Engine:
 
     def remove(self) -> None:
         """Detach every hook and restore the loss function."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
+        self._detach_hooks()
         if self._loss_owner is not None:
             if self._saved_loss is _UNSET:
                 self._loss_owner.__dict__.pop("_loss_function", None)
             else:
                 self._loss_owner.loss_function = self._saved_loss
             self._loss_owner = None
-        self._local = threading.local()
 
     def _wrap_loss(self, head: nn.Module) -> None:
         if not hasattr(type(head), "loss_function"):
