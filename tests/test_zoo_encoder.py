@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import tiny_models as tm
+import tiny_models_qwen_internvl as tq
 import torch
 from exactness import at_positions
 from test_encoder_vlm import NEW_TOKENS, TOL, _compacted_last, _diff, _generate, _llava
@@ -29,7 +30,7 @@ from tokenprune.components import (
 )
 from tokenprune.components.diversity import greedy_max_min
 from tokenprune.components.merge import cosine_similarity_matrix
-from tokenprune.errors import ScheduleError
+from tokenprune.errors import ScheduleError, UnsupportedFeatureError
 
 # name -> options that reduce the tiny tower's 16 patches (a 4x4 grid)
 CASES = {
@@ -186,3 +187,46 @@ def test_grid_strategies_refuse_a_non_square_kept_count(model):
     with tokenprune.pruned(model, _build("pooling", ratio=0.5)):
         with pytest.raises(ScheduleError, match="square"):
             model(**inputs)
+
+
+# Other towers: SigLIP (no [CLS]: visionzip scores by received attention) and InternVL (selection
+# after the projector, on the projected tokens, as DivPrune's paper does).
+OTHER = [
+    ("siglip", "visionzip", {"scorer": "received"}),
+    ("siglip", "pooling", {}),
+    ("internvl", "divprune", {}),
+    ("internvl", "downsample", {}),
+]
+
+
+@pytest.fixture(scope="module")
+def towers():
+    return {"siglip": _llava(2, "siglip"), "internvl": tq.make_internvl_qwen2(attn="sdpa", dtype=torch.float64)}
+
+
+def _family_inputs(family, model, layout):
+    return tq.internvl_inputs(model, layout) if family == "internvl" else tm.llava_inputs(model, layout)
+
+
+@pytest.mark.parametrize("family, name, extra", OTHER)
+def test_other_towers_identity_and_batch_invariance(towers, family, name, extra):
+    model = towers[family]
+    inputs = _family_inputs(family, model, "mixed")
+    ref = model(**inputs).logits
+    with tokenprune.pruned(model, _build(name, ratio=1.0, **extra)):
+        assert torch.equal(model(**inputs).logits, ref)
+    with tokenprune.pruned(model, _build(name, **extra)) as handle:
+        mine = at_positions(model(**inputs).logits, None, _compacted_last(handle, inputs))
+        assert handle.tokens_per_layer()["projector"][0] == int(16 * CASES[name]["ratio"])
+        for i in range(inputs["input_ids"].shape[0]):
+            alone = tm.single_row(inputs, i)
+            theirs = at_positions(model(**alone).logits, None, _compacted_last(handle, alone))
+            assert _diff(mine[i], theirs[0]) <= TOL
+    assert torch.equal(model(**inputs).logits, ref)
+
+
+def test_visionzip_after_the_projector_refuses_clearly(towers):
+    model = towers["internvl"]
+    with tokenprune.pruned(model, _build("visionzip")):
+        with pytest.raises(UnsupportedFeatureError, match="no attention"):
+            model(**_family_inputs("internvl", model, "single"))

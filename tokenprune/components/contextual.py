@@ -26,9 +26,10 @@ __all__ = ["ContextualMerge"]
 class ContextualMerge(Reducer):
     """Keep dominant tokens by score; merge the rest into evenly spaced contextual tokens.
 
-    Of a row's ``n_keep`` slots, ``round(n_keep * contextual)`` are contextual and the others dominant. Kept slots stay in
-    their original order (dominant and contextual interleaved), so the output keeps the raster order
-    of the image; VisionZip appends the contextual tokens after the dominant ones instead.
+    Of a row's ``n_keep`` slots, ``round(n_keep * contextual)`` are contextual and the others
+    dominant. Kept slots stay in their original order (dominant and contextual interleaved), so the
+    output keeps the raster order of the image; VisionZip appends the contextual tokens after the
+    dominant ones instead.
 
     Args:
         contextual: share of the kept tokens that are contextual, in [0, 1) (VisionZip's LLaVA-1.5
