@@ -19,13 +19,13 @@ from pydantic import Field
 
 from ..components import MaxMinDiversityDrop, NullScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from ..config import StrategyConfig
+from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 
 __all__ = ["DivPruneConfig", "build"]
 
 
-class DivPruneConfig(StrategyConfig):
+class DivPruneConfig(ProjectorBudgetConfig):
     """DivPrune options."""
 
     ratio: float = Field(0.098, gt=0.0, le=1.0, description="Share of each image's tokens kept (the paper's 0.098 by default).")

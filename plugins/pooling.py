@@ -12,13 +12,13 @@ from pydantic import Field
 
 from ..components import GridDownsample, GridPool, NullScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from ..config import StrategyConfig
+from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 
 __all__ = ["GridConfig", "build_pooling", "build_downsample"]
 
 
-class GridConfig(StrategyConfig):
+class GridConfig(ProjectorBudgetConfig):
     """Options of ``pooling`` and ``downsample``."""
 
     ratio: float = Field(0.25, gt=0.0, le=1.0, description="Share of the patch tokens kept; the kept count must be a square (0.25: 2x2 cells).")

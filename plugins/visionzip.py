@@ -22,13 +22,13 @@ from pydantic import Field
 
 from ..components import ContextualMerge, QueryAttentionScorer, ReceivedAttentionScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from ..config import StrategyConfig
+from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 
 __all__ = ["VisionZipConfig", "build"]
 
 
-class VisionZipConfig(StrategyConfig):
+class VisionZipConfig(ProjectorBudgetConfig):
     """VisionZip options."""
 
     ratio: float = Field(1 / 3, gt=0.0, le=1.0, description="Share of the patch tokens that reach the projector (192/576 by default).")

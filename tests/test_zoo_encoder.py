@@ -230,3 +230,16 @@ def test_visionzip_after_the_projector_refuses_clearly(towers):
     with tokenprune.pruned(model, _build("visionzip")):
         with pytest.raises(UnsupportedFeatureError, match="no attention"):
             model(**_family_inputs("internvl", model, "single"))
+
+
+def test_budget_is_tokens_per_image_on_the_reference_model():
+    registry = get_registry()
+    assert registry.build("visionzip", budget=192).projector.ratio == pytest.approx(1 / 3)
+    assert registry.build("divprune", budget=64).projector.ratio == pytest.approx(1 / 9)
+    assert registry.build("pooling", budget=144).projector.ratio == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="either ratio or budget"):
+        registry.build("downsample", ratio=0.25, budget=144)
+    with pytest.raises(ValueError, match=r"outside \(0, 576\]"):
+        registry.build("divprune", budget=600)
+    with pytest.raises(ValueError, match="Unknown model preset 'nope'"):
+        registry.build("divprune", budget=64, reference="nope")
