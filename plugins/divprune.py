@@ -19,8 +19,8 @@ from pydantic import Field
 
 from ..components import MaxMinDiversityDrop, NullScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
+from .projector_budget import ProjectorBudgetConfig
 
 __all__ = ["DivPruneConfig", "build"]
 

@@ -12,10 +12,10 @@ from pydantic import Field
 
 from ..components import GridDownsample, GridPool, NullScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
+from .projector_budget import ProjectorBudgetConfig
 
-__all__ = ["GridConfig", "build_pooling", "build_downsample"]
+__all__ = ["GridConfig", "build_downsample", "build_pooling"]
 
 
 class GridConfig(ProjectorBudgetConfig):

@@ -22,8 +22,8 @@ from pydantic import Field
 
 from ..components import ContextualMerge, QueryAttentionScorer, ReceivedAttentionScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
-from .projector_budget import ProjectorBudgetConfig
 from ..hookspecs import RegisterStrategy, hookimpl
+from .projector_budget import ProjectorBudgetConfig
 
 __all__ = ["VisionZipConfig", "build"]
 

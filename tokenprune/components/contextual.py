@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from ..interfaces import Reducer, Reduction, ScoreContext
 from .reducers import top_k_mask
