@@ -140,12 +140,14 @@ def test_max_min_diversity_finds_the_brute_force_optimum_on_clusters():
     """Three tight clusters plus near-duplicates: the best 3 take one point of each cluster."""
     centers = torch.eye(3, dtype=torch.float64)
     gen = torch.Generator().manual_seed(1)
-    points = torch.cat([c + 0.05 * torch.randn(4, 3, dtype=torch.float64, generator=gen) for c in centers])
+    points = torch.cat([c + 0.01 * torch.randn(4, 3, dtype=torch.float64, generator=gen) for c in centers])
     distance = 1 - cosine_similarity_matrix(points.unsqueeze(0))[0]
     best = max(_min_pairwise(distance, s) for s in itertools.combinations(range(12), 3))
     chosen = greedy_max_min(distance, 3).tolist()
     assert sorted({i // 4 for i in chosen}) == [0, 1, 2]
     assert _min_pairwise(distance, chosen) >= 0.5 * best  # greedy is a 2-approximation of max-min
+    assert _min_pairwise(distance, chosen) >= best - 0.05  # within the clusters' spread of the optimum
+    assert _min_pairwise(distance, [0, 1, 4]) < 0.01  # a set with two points of one cluster is far worse
     # through the reducer, with a prefix slot that is never a candidate
     hidden = torch.cat([torch.ones(1, 3, dtype=torch.float64), points]).unsqueeze(0)
     candidates = torch.ones(1, 13, dtype=torch.bool)
