@@ -195,9 +195,9 @@ class Case:
 CASES = [
     # -- strategy name / object ----------------------------------------------------------------
     Case("unknown strategy, close match", at_wrap(llava32, "pyramidrop"), UnknownStrategyError,
-         r"Unknown strategy 'pyramidrop'\..*Known strategies: (\w+, )*pdrop, pyramiddrop(, \w+)*\.", r"Did you mean 'pyramiddrop'\?"),
+         r"Unknown strategy 'pyramidrop'\..*Known strategies: (\w+, )*pdrop, (\w+, )*pyramiddrop(, \w+)*\.", r"Did you mean 'pyramiddrop'\?"),
     Case("unknown strategy, no close match", at_wrap(llava32, "zzz"), UnknownStrategyError,
-         r"Unknown strategy 'zzz'\. Known strategies: (\w+, )*pdrop, pyramiddrop(, \w+)*\.", r"Run `tokenprune list`"),
+         r"Unknown strategy 'zzz'\. Known strategies: (\w+, )*pdrop, (\w+, )*pyramiddrop(, \w+)*\.", r"Run `tokenprune list`"),
     Case("strategy name in the wrong case", at_wrap(llava32, "PyramidDrop"), UnknownStrategyError,
          r"Unknown strategy 'PyramidDrop'\.", r"Did you mean 'pyramiddrop'\?"),
     Case("options with a Strategy object", at_wrap(llava32, strategy_object(), ratio=0.5), TypeError,

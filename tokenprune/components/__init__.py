@@ -16,6 +16,9 @@ from .merge import SimilarityMerge
 from .null import NullScorer
 from .rate import ConstantRateScheduler
 from .stagewise import PerStageReducer
+from .contextual import ContextualMerge
+from .diversity import MaxMinDiversityDrop
+from .grid import GridDownsample, GridPool
 
 __all__ = [
     "StageScheduler",
@@ -35,4 +38,8 @@ __all__ = [
     "BipartiteMerge",
     "ConstantRateScheduler",
     "NullScorer",
+    "ContextualMerge",
+    "MaxMinDiversityDrop",
+    "GridDownsample",
+    "GridPool",
 ]
