@@ -143,3 +143,12 @@ def test_a_closed_pipe_stops_the_output_quietly():
     assert first.startswith(b"tokenprune ")
     assert proc.returncode == 1
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+@pytest.mark.parametrize("command", [["flops"], ["bench", "--shape", "tiny", "--quiet"]])
+def test_encoder_side_strategies_are_refused_by_the_llm_cost_commands(command, capsys):
+    """flops and bench cost LLM-side schedules only: a projector-side strategy gets a clear error, not a traceback."""
+    assert main([*command, "--strategy", "visionzip"]) == 2
+    err = capsys.readouterr().err
+    assert "'visionzip' reduces tokens in the vision encoder or at the projector" in err
+    assert "LLM-side strategy" in err

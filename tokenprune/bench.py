@@ -47,6 +47,7 @@ from . import __version__
 from .api import pruned
 from .engine.compat import cache_from_output
 from .cost import ModelDims, estimate, kv_cache_bytes
+from .errors import UnsupportedFeatureError
 from .registry import get_registry
 
 __all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
@@ -623,6 +624,12 @@ def run(
     """
     options = dict(options or {})
     strategy_obj = get_registry().build(strategy, **options)  # validate first: errors before the slow build
+    if getattr(strategy_obj, "encoder", None) is not None or getattr(strategy_obj, "projector", None) is not None:
+        raise UnsupportedFeatureError(
+            f"{strategy!r} reduces tokens in the vision encoder or at the projector; the benchmark times and costs "
+            "LLM-side schedules only (its FLOPs-ideal has no encoder-side term yet). Use an LLM-side strategy "
+            "(`tokenprune list`)."
+        )
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False on this machine.")
     if new_tokens == 1 or new_tokens < 0:

@@ -87,6 +87,16 @@ def _source(source: str) -> str:
     return f"{source} (built-in)" if source.split(" ")[0] == DISTRIBUTION else source
 
 
+def build_strategy(strategy: str, options: dict[str, Any]) -> Any:
+    """``get_registry().build(strategy, **options)``, with invalid options as one `CliError` paragraph."""
+    from pydantic import ValidationError
+
+    try:
+        return get_registry().build(strategy, **options)
+    except ValidationError as exc:
+        raise CliError(_validation_message(exc, strategy)) from None
+
+
 def _validation_message(exc: Any, strategy: str) -> str:
     """One paragraph from a pydantic ValidationError: each bad option, why, and the valid names."""
     problems = []
@@ -304,8 +314,6 @@ def flops_report(
 
     The schedule is the strategy's own: ``get_registry().build(strategy, **options).scheduler.plan(num_layers, [N])``.
     """
-    from pydantic import ValidationError
-
     from .cost import estimate
 
     dims, source = load_dims(model)
@@ -313,10 +321,13 @@ def flops_report(
     if n is None:
         raise CliError(f"{model} has no default visual-token count; give --visual-tokens N.")
     options = dict(options or {})
-    try:
-        built = get_registry().build(strategy, **options)
-    except ValidationError as exc:
-        raise CliError(_validation_message(exc, strategy)) from None
+    built = build_strategy(strategy, options)
+    if getattr(built, "encoder", None) is not None or getattr(built, "projector", None) is not None:
+        raise CliError(
+            f"{strategy!r} reduces tokens in the vision encoder or at the projector; `tokenprune flops` costs "
+            "LLM-side schedules only (the cost model has no encoder-side term yet). Use an LLM-side strategy "
+            "(`tokenprune list`)."
+        )
     schedule = built.scheduler.plan(dims.num_layers, [n])
     try:
         cost = estimate(

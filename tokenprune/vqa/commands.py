@@ -155,17 +155,11 @@ def render_eval(result: dict[str, Any]) -> str:
 
 # -- fidelity ---------------------------------------------------------------------------------
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ..cli import CliError, _validation_message
+    from ..cli import build_strategy
     from ..fidelity import fidelity
-    from ..registry import get_registry
 
     options = dict(args.option or [])
-    try:
-        get_registry().build(args.strategy, **options)
-    except ValidationError as exc:
-        raise CliError(_validation_message(exc, args.strategy)) from None
+    build_strategy(args.strategy, options)  # invalid options fail here, before the model loads
     vqa = _load(args)
     reports = {}
     for split in _splits(args.dataset):
@@ -210,16 +204,10 @@ def render_fidelity(result: dict[str, Any]) -> str:
 
 # -- visualize --------------------------------------------------------------------------------
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from ..cli import CliError, _validation_message
-    from ..registry import get_registry
+    from ..cli import CliError, build_strategy
 
     options = dict(args.option or [])
-    try:
-        get_registry().build(args.strategy, **options)
-    except ValidationError as exc:
-        raise CliError(_validation_message(exc, args.strategy)) from None
+    build_strategy(args.strategy, options)  # invalid options fail here, before the model loads
     if args.image and not args.question:
         raise CliError("--image needs --question (what to ask about the image).")
     vqa = _load(args)
