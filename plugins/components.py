@@ -10,13 +10,22 @@ from typing import Literal
 from pydantic import Field
 
 from ..components import (
+    BipartiteMerge,
+    ConstantRateScheduler,
     ConstantScorer,
+    ContextualMerge,
+    GridDownsample,
+    GridPool,
     KeyNormScorer,
     L2NormScorer,
+    MaxMinDiversityDrop,
+    NullScorer,
     PivotDedupDrop,
+    ProjectorShare,
     QueryAttentionScorer,
     RandomScorer,
     ReceivedAttentionScorer,
+    SimilarityMerge,
     StrideDrop,
     TextAttentionScorer,
     TextRaterScorer,
@@ -25,9 +34,13 @@ from ..components import (
 from ..components.single_stage import SingleStageConfig
 from ..config import StrategyConfig
 from ..hookspecs import RegisterComponent, hookimpl
+from .projector_budget import ProjectorBudgetConfig
 from .pyramiddrop import PyramidSchedulerOptions, build_scheduler
 
-__all__ = ["NoOptions", "LayerOption", "SeedOption", "PivotOptions"]
+__all__ = [
+    "NoOptions", "LayerOption", "SeedOption", "PivotOptions", "RateOptions", "MergeOptions", "BipartiteOptions",
+    "ContextualOptions",
+]  # fmt: skip
 
 
 class NoOptions(StrategyConfig):
@@ -63,6 +76,33 @@ class PivotOptions(StrategyConfig):
     text_pivots: int = Field(4, ge=0, description="Text pivot tokens per sample.")
 
 
+class RateOptions(StrategyConfig):
+    """ToMe's constant rate: ``r`` tokens leave before every vision-encoder block from ``start`` on."""
+
+    r: int = Field(8, ge=0, description="Tokens removed before every block (at most half of what is left).")
+    start: int = Field(1, ge=1, description="First block that sees fewer tokens.")
+
+
+class MergeOptions(StrategyConfig):
+    """Whether a merging reducer asks for ToMe's proportional attention (vision encoders only)."""
+
+    proportional_attention: bool = Field(
+        False, description="Add log(size) to later blocks' attention logits (vision-encoder blocks only)."
+    )
+
+
+class BipartiteOptions(StrategyConfig):
+    """`MergeOptions` with ToMe's default: proportional attention on."""
+
+    proportional_attention: bool = Field(True, description="Add log(size) to later blocks' attention logits (ToMe).")
+
+
+class ContextualOptions(StrategyConfig):
+    """VisionZip's split of the kept tokens into dominant and contextual ones."""
+
+    contextual: float = Field(0.16, ge=0.0, lt=1.0, description="Share of the kept tokens that are contextual merges.")
+
+
 @hookimpl
 def tokenprune_register_components(register: RegisterComponent) -> None:
     register("scheduler", "pyramid", PyramidSchedulerOptions, build_scheduler,
@@ -91,3 +131,21 @@ def tokenprune_register_components(register: RegisterComponent) -> None:
              description="Keep an even stride of the candidates; ignores scores.")
     register("reducer", "dedup", PivotOptions, lambda c: PivotDedupDrop(c.image_pivots, c.text_pivots),
              description="Pivots by score, then the least-similar tokens per pivot (DART).")
+    register("scheduler", "constant_rate", RateOptions, lambda c: ConstantRateScheduler(c.r, c.start),
+             description="ToMe: r tokens leave before every vision-encoder block from `start` on.")
+    register("scheduler", "projector", ProjectorBudgetConfig, lambda c: ProjectorShare(c.ratio),
+             description="One reduction of each image's features before the projector: `ratio` or `budget`.")
+    register("scorer", "null", NoOptions, lambda c: NullScorer(),
+             description="No scores (for reducers that decide by similarity or position).")
+    register("reducer", "merge", MergeOptions, lambda c: SimilarityMerge(c.proportional_attention),
+             description="Keep the top-k; merge every other token into its most similar kept one.")
+    register("reducer", "bipartite", BipartiteOptions, lambda c: BipartiteMerge(c.proportional_attention),
+             description="ToMe's bipartite soft matching: merge the r most redundant tokens.")
+    register("reducer", "contextual", ContextualOptions, lambda c: ContextualMerge(c.contextual),
+             description="VisionZip: top-k dominant tokens plus contextual merges of the rest.")
+    register("reducer", "diversity", NoOptions, lambda c: MaxMinDiversityDrop(),
+             description="DivPrune: greedy max-min cosine diversity; ignores scores.")
+    register("reducer", "grid_pool", NoOptions, lambda c: GridPool(),
+             description="Average-pool the patch grid into a k x k grid; ignores scores.")
+    register("reducer", "grid_downsample", NoOptions, lambda c: GridDownsample(),
+             description="Keep one patch per cell of a k x k grid; ignores scores.")

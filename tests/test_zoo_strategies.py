@@ -265,7 +265,7 @@ def test_bad_combinations_fail_at_wrap_time():
     assert not hasattr(model, "tokenprune")
 
     class EncoderScorer(Scorer):
-        site = "encoder"
+        sites = frozenset({"encoder"})
 
         def score(self, ctx):
             raise AssertionError("never called")
@@ -276,8 +276,13 @@ def test_bad_combinations_fail_at_wrap_time():
         )
     )
     registry = Registry.load(plugins=[plugin])
-    with pytest.raises(tokenprune.IncompatibleComponentsError, match="EncoderScorer acts at 'encoder'"):
-        registry.compose(scheduler="pyramid", scorer="cls_attention")
+    with pytest.raises(tokenprune.IncompatibleComponentsError, match="EncoderScorer acts at 'encoder'; PivotDedupDrop acts at 'llm'"):
+        registry.compose(scheduler="pyramid", scorer="cls_attention", reducer="dedup")
+    with pytest.raises(tokenprune.IncompatibleComponentsError, match="TextRaterScorer acts at 'llm'.*GridPool acts at 'projector'"):
+        tokenprune.wrap(model, scorer="text_raters", reducer="grid_pool")
+    with pytest.raises(tokenprune.IncompatibleComponentsError, match="not 'projector'"):
+        tokenprune.ProjectorSelection(0.5, TextRaterScorer(), TopKDrop())
+    assert not hasattr(model, "tokenprune")
 
 
 def test_composed_config_round_trips_json():

@@ -14,7 +14,7 @@ from .encoder import EncoderEngine
 from .encoder.vlm import CompositeEngine
 from .engine.runtime import check_attention
 from .errors import AlreadyWrappedError, NotWrappedError, UnsupportedFeatureError
-from .interfaces import Strategy
+from .interfaces import Strategy, require_site
 from .registry import get_registry
 from .schedule import Schedule
 
@@ -221,6 +221,12 @@ def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = D
     resolved = _resolve_strategy(strategy, options)
     encoder = get_registry().encoder_adapter_for(model)
     if encoder is not None:  # a vision encoder on its own (timm, open_clip, a transformers tower)
+        if not isinstance(resolved, Strategy):
+            raise TypeError(
+                f"{type(model).__name__} is a vision encoder on its own; a VisionLanguageStrategy needs a VLM. Pass "
+                "its encoder part (a Strategy) instead."
+            )
+        require_site(resolved.sites, "encoder", f"The strategy {resolved.name!r}", f"inside {type(model).__name__}")
         encoder.check(model)
         encoder_engine = EncoderEngine(model, encoder, resolved)
         encoder_engine.install()
@@ -233,6 +239,10 @@ def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = D
             f"positions='compact' is undefined for {type(model).__name__}: its rotary positions are not 1-D. "
             "Use positions='keep' (every kept token keeps its original position)."
         )
+    if isinstance(resolved, Strategy) and "llm" not in resolved.sites:
+        # An encoder-only strategy (ToMe) on a VLM means: reduce inside the VLM's vision tower.
+        require_site(resolved.sites, "encoder", f"The strategy {resolved.name!r}", f"in {type(model).__name__}")
+        resolved = VisionLanguageStrategy(encoder=resolved, name=resolved.name)
     if isinstance(resolved, VisionLanguageStrategy):
         encoder_adapter = None
         vision = adapter.vision_tower(model) if resolved.encoder is not None or resolved.projector is not None else None

@@ -46,6 +46,7 @@ from torch import nn
 from . import __version__
 from .api import pruned
 from .engine.compat import cache_from_output
+from .composite import runs_in_llm_only
 from .cost import ModelDims, estimate, kv_cache_bytes
 from .errors import UnsupportedFeatureError
 from .registry import get_registry
@@ -624,9 +625,9 @@ def run(
     """
     options = dict(options or {})
     strategy_obj = get_registry().build(strategy, **options)  # validate first: errors before the slow build
-    if getattr(strategy_obj, "encoder", None) is not None or getattr(strategy_obj, "projector", None) is not None:
+    if not runs_in_llm_only(strategy_obj):
         raise UnsupportedFeatureError(
-            f"{strategy!r} reduces tokens in the vision encoder or at the projector; the benchmark times and costs "
+            f"{strategy!r} reduces tokens in the vision encoder or at the projector, not in the LLM; the benchmark times and costs "
             "LLM-side schedules only (its FLOPs-ideal has no encoder-side term yet). Use an LLM-side strategy "
             "(`tokenprune list`)."
         )

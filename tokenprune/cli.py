@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .composite import runs_in_llm_only
 from .errors import TokenpruneError
 from .registry import get_registry
 
@@ -117,8 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         [s.name, ", ".join(s.aliases) or "-", _source(s.source), _fields(s.config_cls), s.description or "-"]
         for s in sorted(registry.strategies.values(), key=lambda s: s.name)
     ]
-    components = [["kind", "name", "site", "source", "options", "description"]] + [
-        [c.kind, c.name, c.site(), _source(c.source), _fields(c.config_cls), c.description or "-"]
+    components = [["kind", "name", "sites", "source", "options", "description"]] + [
+        [c.kind, c.name, ",".join(sorted(c.sites())), _source(c.source), _fields(c.config_cls), c.description or "-"]
         for kind in registry.components
         for c in sorted(registry.components[kind].values(), key=lambda c: c.name)
     ]
@@ -322,9 +323,9 @@ def flops_report(
         raise CliError(f"{model} has no default visual-token count; give --visual-tokens N.")
     options = dict(options or {})
     built = build_strategy(strategy, options)
-    if getattr(built, "encoder", None) is not None or getattr(built, "projector", None) is not None:
+    if not runs_in_llm_only(built):
         raise CliError(
-            f"{strategy!r} reduces tokens in the vision encoder or at the projector; `tokenprune flops` costs "
+            f"{strategy!r} reduces tokens in the vision encoder or at the projector, not in the LLM; `tokenprune flops` costs "
             "LLM-side schedules only (the cost model has no encoder-side term yet). Use an LLM-side strategy "
             "(`tokenprune list`)."
         )

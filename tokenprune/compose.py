@@ -19,7 +19,7 @@ from pydantic import Field
 
 from .config import StrategyConfig
 from .errors import TokenpruneError
-from .interfaces import Reducer, Scheduler, Scorer, Strategy
+from .interfaces import Reducer, Scheduler, Scorer, Strategy, check_sites
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -51,12 +51,13 @@ class ComponentSpec:
     source: str
     description: str = ""
 
-    def site(self) -> str:
-        """Where the default-configured component acts (``"llm"`` or ``"encoder"``)."""
+    def sites(self) -> frozenset[str]:
+        """Where the default-configured component can act (see `tokenprune.interfaces.Site`)."""
         try:
-            return str(getattr(self.build(self.config_cls()), "site", "llm"))
+            built = self.build(self.config_cls())
         except Exception:  # a component without defaults: read the class attribute if the builder is a class
-            return str(getattr(self.build, "site", "llm"))
+            built = self.build
+        return frozenset(getattr(built, "sites", {"llm"}))
 
 
 class ComposedConfig(StrategyConfig):
@@ -78,8 +79,11 @@ def compose(
     reducer: str | None = None,
     positions: Literal["keep", "compact"] = "keep",
     **options: Any,
-) -> Strategy:
+) -> Strategy | Any:
     """Build a `Strategy` from registered component names, routing ``options`` to their configs.
+
+    Components that share only the ``"projector"`` site (``scheduler="projector"``) give a
+    `VisionLanguageStrategy` with that `ProjectorSelection` instead.
 
     Raises:
         UnknownComponentError: a name is not registered (the message lists the known ones).
@@ -121,4 +125,10 @@ def compose(
         reducer_options=routed["reducer"],
     )
     name = "+".join(names[kind] for kind in COMPONENT_KINDS)
+    sites = check_sites(built["scheduler"], built["scorer"], built["reducer"])
+    if sites == {"projector"}:  # one reduction of the tower's features, no layers
+        from .composite import ProjectorSelection, VisionLanguageStrategy
+
+        selection = ProjectorSelection(built["scheduler"].ratio, built["scorer"], built["reducer"])
+        return VisionLanguageStrategy(projector=selection, name=name)
     return Strategy(built["scheduler"], built["scorer"], built["reducer"], positions=positions, name=name, config=config)

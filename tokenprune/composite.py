@@ -27,9 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ScheduleError
-from .interfaces import Reducer, Scheduler, Scorer, Strategy
+from .interfaces import Reducer, Scheduler, Scorer, Strategy, check_sites, require_site
 
-__all__ = ["ProjectorSelection", "VisionLanguageStrategy"]
+__all__ = ["ProjectorSelection", "VisionLanguageStrategy", "runs_in_llm_only"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,8 @@ class ProjectorSelection:
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio <= 1.0:
             raise ScheduleError(f"ProjectorSelection ratio {self.ratio} is outside (0, 1].")
+        sites = check_sites(self.scorer, self.reducer)
+        require_site(sites, "projector", f"ProjectorSelection({self.scorer!r}, {self.reducer!r})", "at the projector")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class VisionLanguageStrategy:
     def __post_init__(self) -> None:
         if self.llm is None and self.encoder is None and self.projector is None:
             raise ScheduleError("A VisionLanguageStrategy needs at least one of llm, encoder or projector.")
+        if self.llm is not None:
+            require_site(self.llm.sites, "llm", f"The llm part {self.llm.name!r}", "in the LLM")
+        if self.encoder is not None:
+            require_site(self.encoder.sites, "encoder", f"The encoder part {self.encoder.name!r}", "in the vision encoder")
 
     @property
     def positions(self) -> str:
@@ -89,3 +95,14 @@ class VisionLanguageStrategy:
     def config(self):
         """The LLM part's validated config, if any (what `WrapHandle.config` reports)."""
         return self.llm.config if self.llm is not None else None
+
+
+def runs_in_llm_only(strategy: Strategy | VisionLanguageStrategy) -> bool:
+    """True when ``strategy`` removes tokens only inside the LLM (what the cost model and benchmark cover).
+
+    False for a `VisionLanguageStrategy` with an encoder or projector part, and for a `Strategy` that
+    cannot act in the LLM (ToMe: `tokenprune.wrap` runs it in the vision tower).
+    """
+    if isinstance(strategy, VisionLanguageStrategy):
+        return strategy.encoder is None and strategy.projector is None
+    return "llm" in strategy.sites

@@ -34,12 +34,17 @@ __all__ = [
     "Site",
     "LayerChoice",
     "check_sites",
+    "ALL_SITES",
+    "require_site",
 ]
 
 Positions = Literal["keep", "compact"]
 """How kept tokens are positioned: ``"keep"`` their original positions, ``"compact"`` renumbered consecutively."""
-Site = Literal["llm", "encoder"]
-"""Where a component acts: inside the LLM's decoder stack, or on the vision encoder/projector side."""
+Site = Literal["llm", "encoder", "projector"]
+"""Where a component can act: ``"llm"`` between the LLM's decoder layers, ``"encoder"`` between a
+vision encoder's blocks, ``"projector"`` on the features a VLM's vision tower hands to its projector."""
+ALL_SITES: frozenset[str] = frozenset({"llm", "encoder", "projector"})
+"""Every site: what components that read only hidden states, scores or positions declare."""
 LayerChoice = Literal["current", "previous"]
 """Which decoder layer a `ScoreContext` computes with: the reduction layer itself (the first layer that
 sees fewer tokens; PyramidDrop's convention) or the layer just below it, on the same slots (FastV's,
@@ -172,15 +177,15 @@ class Reduction:
 class Scheduler(ABC):
     """Decides where tokens leave the stack and how many each sample keeps.
 
-    ``site`` says where the component acts (``"llm"``: decoder layers); a `Strategy` refuses
-    components of different sites.
+    ``sites`` says where the component can act (see `Site`); a `Strategy` needs one site that all
+    three of its components share, and runs there.
 
     Schedulers are pure: the same arguments give the same schedule. Reduction layers depend only
     on the depth of the model (so they are resolved once, at wrap time); counts depend on each
     sample's number of visual tokens (so they are resolved per forward).
     """
 
-    site: ClassVar[Site] = "llm"
+    sites: ClassVar[frozenset[str]] = frozenset({"llm"})
 
     @abstractmethod
     def resolve_layers(self, num_layers: int) -> tuple[int, ...]:
@@ -201,12 +206,13 @@ class Scheduler(ABC):
 class Scorer(ABC):
     """Decides which tokens matter.
 
-    ``site`` says where the scorer can run: ``"llm"`` scorers read a decoder layer's
-    `ScoreContext`; an ``"encoder"`` scorer needs vision-encoder internals and cannot be paired
-    with an LLM scheduler.
+    ``sites`` says where the scorer can run: an ``"llm"`` scorer reads what only a decoder layer
+    has (the instruction's text rows, rotary keys); an ``"encoder"`` or ``"projector"`` scorer reads
+    vision-tower internals ([CLS] attention of a tower block). The default is ``{"llm"}``: a
+    third-party component declares the other sites it supports.
     """
 
-    site: ClassVar[Site] = "llm"
+    sites: ClassVar[frozenset[str]] = frozenset({"llm"})
 
     @abstractmethod
     def score(self, ctx: ScoreContext) -> Tensor:
@@ -214,9 +220,12 @@ class Scorer(ABC):
 
 
 class Reducer(ABC):
-    """Decides what happens to the tokens that are not kept."""
+    """Decides what happens to the tokens that are not kept.
 
-    site: ClassVar[Site] = "llm"
+    ``sites`` as for `Scorer` (default ``{"llm"}``).
+    """
+
+    sites: ClassVar[frozenset[str]] = frozenset({"llm"})
 
     @abstractmethod
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
@@ -255,17 +264,47 @@ class Strategy:
     def __post_init__(self) -> None:
         check_sites(self.scheduler, self.scorer, self.reducer)
 
+    @property
+    def sites(self) -> frozenset[str]:
+        """The sites all three components support: where this strategy can run.
 
-def check_sites(scheduler: Scheduler, scorer: Scorer, reducer: Reducer) -> None:
-    """Raise `IncompatibleComponentsError` unless the three components act at the same site."""
+        `tokenprune.wrap` runs a strategy in the LLM when ``"llm"`` is among them, else in the
+        vision encoder (ToMe on a VLM reduces inside its vision tower).
+        """
+        return check_sites(self.scheduler, self.scorer, self.reducer)
+
+
+def _site_names(sites) -> str:
+    return ", ".join(repr(s) for s in sorted(sites)) or "none"
+
+
+def check_sites(*components: Scheduler | Scorer | Reducer) -> frozenset[str]:
+    """The sites every one of ``components`` supports; `IncompatibleComponentsError` when none.
+
+    Raises:
+        IncompatibleComponentsError: no site is shared (the message lists each component's sites).
+    """
     from .errors import IncompatibleComponentsError
 
-    sites = {"scheduler": scheduler.site, "scorer": scorer.site, "reducer": reducer.site}
-    if len(set(sites.values())) > 1:
-        detail = ", ".join(f"{kind} {type(obj).__name__} acts at {obj.site!r}" for kind, obj in
-                           zip(sites, (scheduler, scorer, reducer)))
+    shared = frozenset(ALL_SITES)
+    for obj in components:
+        shared &= frozenset(obj.sites)
+    if not shared:
+        detail = "; ".join(f"{type(obj).__name__} acts at {_site_names(obj.sites)}" for obj in components)
         raise IncompatibleComponentsError(
-            f"These components cannot work together: {detail}. An encoder-side component needs the vision "
-            "encoder's internals and cannot run at an LLM layer (and vice versa); pick components of one site "
-            "(`tokenprune list` shows each component's site)."
+            f"These components share no site: {detail}. 'llm' components read decoder layers (text rows, rotary "
+            "keys), 'encoder' ones a vision tower's blocks, 'projector' ones the tower's output features; pick "
+            "components with a site in common (`tokenprune list` shows each component's sites)."
+        )
+    return shared
+
+
+def require_site(sites: frozenset[str], site: str, what: str, where: str) -> None:
+    """Raise `IncompatibleComponentsError` unless ``site`` is among ``sites`` (``what`` runs ``where``)."""
+    from .errors import IncompatibleComponentsError
+
+    if site not in sites:
+        raise IncompatibleComponentsError(
+            f"{what} cannot run {where}: its components act at {_site_names(sites)}, not {site!r}. "
+            "`tokenprune list` shows each strategy's and component's sites."
         )

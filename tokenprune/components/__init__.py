@@ -19,6 +19,7 @@ from .stagewise import PerStageReducer
 from .contextual import ContextualMerge
 from .diversity import MaxMinDiversityDrop
 from .grid import GridDownsample, GridPool
+from .projector import ProjectorShare
 
 __all__ = [
     "StageScheduler",
@@ -42,4 +43,5 @@ __all__ = [
     "MaxMinDiversityDrop",
     "GridDownsample",
     "GridPool",
+    "ProjectorShare",
 ]

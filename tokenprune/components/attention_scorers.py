@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..interfaces import LayerChoice, ScoreContext, Scorer
+from ..interfaces import ALL_SITES, LayerChoice, ScoreContext, Scorer
 
 __all__ = ["ReceivedAttentionScorer", "TextRaterScorer", "TextAttentionScorer", "text_tail"]
 
@@ -20,6 +20,8 @@ class ReceivedAttentionScorer(Scorer):
         layer: ``"previous"`` (default) computes with the layer below the reduction layer (FastV: the
             attention of layer K-1 decides what layer K sees); ``"current"`` with the reduction layer.
     """
+
+    sites = ALL_SITES
 
     def __init__(self, layer: LayerChoice = "previous"):
         self.layer = layer

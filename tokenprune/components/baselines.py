@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..interfaces import Reducer, Reduction, ScoreContext, Scorer
+from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext, Scorer
 
 __all__ = ["RandomScorer", "ConstantScorer", "StrideDrop", "stride_mask"]
 
@@ -18,6 +18,8 @@ class RandomScorer(Scorer):
     sample is ranked the same alone or in any batch, with any padding, on any device (draws are made
     on the CPU); a different ``seed`` gives a different ranking.
     """
+
+    sites = ALL_SITES
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
@@ -38,6 +40,8 @@ class RandomScorer(Scorer):
 
 class ConstantScorer(Scorer):
     """Every token scores 0: for reducers that choose by position alone (`StrideDrop`)."""
+
+    sites = ALL_SITES
 
     def score(self, ctx: ScoreContext) -> Tensor:
         return torch.zeros(ctx.visual.shape, dtype=torch.float32, device=ctx.visual.device)
@@ -65,6 +69,8 @@ def stride_mask(candidates: Tensor, n_keep: Tensor) -> Tensor:
 
 class StrideDrop(Reducer):
     """Keep an evenly spaced subset of the candidates (a uniform stride); scores are ignored."""
+
+    sites = ALL_SITES
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return Reduction(keep=stride_mask(candidates, n_keep))

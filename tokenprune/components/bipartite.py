@@ -41,6 +41,8 @@ class BipartiteMerge(Reducer):
             for supervised checkpoints, not for MAE ones).
     """
 
+    sites = frozenset({"encoder", "projector"})
+
     def __init__(self, proportional_attention: bool = True):
         self.proportional_attention = proportional_attention
 

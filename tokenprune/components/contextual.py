@@ -36,6 +36,8 @@ class ContextualMerge(Reducer):
             settings 54+10, 108+20, 162+30 are about 0.16).
     """
 
+    sites = frozenset({"encoder", "projector"})
+
     def __init__(self, contextual: float = 0.16):
         if not 0.0 <= contextual < 1.0:
             raise ValueError(f"ContextualMerge contextual share {contextual} is outside [0, 1).")

@@ -53,6 +53,8 @@ class MaxMinDiversityDrop(Reducer):
     kept tokens stay in their original order (the public DivPrune code sorts them too).
     """
 
+    sites = frozenset({"encoder", "projector"})
+
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         features = ctx.match_features().to(candidates.device)
         keep = torch.zeros_like(candidates)

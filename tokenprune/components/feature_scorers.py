@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..interfaces import LayerChoice, ScoreContext, Scorer
+from ..interfaces import ALL_SITES, LayerChoice, ScoreContext, Scorer
 
 __all__ = ["L2NormScorer", "KeyNormScorer"]
 
 
 class L2NormScorer(Scorer):
     """L2 norm of each token's hidden state entering the reduction layer (no attention needed)."""
+
+    sites = ALL_SITES
 
     def score(self, ctx: ScoreContext) -> Tensor:
         return ctx.hidden.to(torch.promote_types(ctx.hidden.dtype, torch.float32)).norm(dim=-1)

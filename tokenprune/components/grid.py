@@ -51,6 +51,8 @@ def _layout(candidates: Tensor, n_keep: Tensor, b: int) -> tuple[Tensor, Tensor,
 class GridDownsample(Reducer):
     """Keep the top-left patch of every cell of a regular ``k x k`` grid; drop the rest (scores ignored)."""
 
+    sites = frozenset({"projector"})
+
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         keep = torch.zeros_like(candidates)
         for b in range(candidates.shape[0]):
@@ -64,6 +66,8 @@ class GridDownsample(Reducer):
 
 class GridPool(Reducer):
     """Average every cell of a ``k x k`` grid into one token (2x2 pooling keeps 1/4; scores ignored)."""
+
+    sites = frozenset({"projector"})
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         keep = torch.zeros_like(candidates)

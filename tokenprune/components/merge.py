@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
-from ..interfaces import Reducer, Reduction, ScoreContext
+from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext
 from .reducers import top_k_mask
 
 __all__ = ["SimilarityMerge", "merge_into", "cosine_similarity_matrix"]
@@ -63,6 +63,8 @@ class SimilarityMerge(Reducer):
         proportional_attention: add ``log(size)`` to later blocks' attention logits (ToMe's
             proportional attention; the encoder engine applies it through the blocks' attention mask).
     """
+
+    sites = ALL_SITES
 
     def __init__(self, proportional_attention: bool = False):
         self.proportional_attention = proportional_attention

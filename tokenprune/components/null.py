@@ -5,13 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..interfaces import ScoreContext, Scorer
+from ..interfaces import ALL_SITES, ScoreContext, Scorer
 
 __all__ = ["NullScorer"]
 
 
 class NullScorer(Scorer):
     """All-zero scores at no cost, for reducers that ignore scores (`BipartiteMerge`)."""
+
+    sites = ALL_SITES
 
     def score(self, ctx: ScoreContext) -> Tensor:
         return torch.zeros(ctx.hidden.shape[:2], device=ctx.hidden.device)

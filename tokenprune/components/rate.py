@@ -20,6 +20,8 @@ class ConstantRateScheduler(Scheduler):
         start: first block that sees fewer tokens (>= 1).
     """
 
+    sites = frozenset({"encoder"})
+
     def __init__(self, r: int, start: int = 1):
         if r < 0:
             raise ScheduleError(f"r={r}: the number of tokens removed per block must be >= 0.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..interfaces import Reducer, Reduction, ScoreContext
+from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext
 
 __all__ = ["TopKDrop", "top_k_mask"]
 
@@ -29,6 +29,8 @@ def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Tensor:
 
 class TopKDrop(Reducer):
     """Keep the top-k candidates by score, drop the rest; kept tokens stay in their original order."""
+
+    sites = ALL_SITES
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return Reduction(keep=top_k_mask(scores, candidates, n_keep))

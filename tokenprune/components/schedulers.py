@@ -35,6 +35,8 @@ class StageScheduler(Scheduler):
             ``image_token_ratio_list``), in (0, 1] and non-increasing.
     """
 
+    sites = frozenset({"llm", "encoder"})
+
     def __init__(self, boundaries: Sequence[int | float], ratios: Sequence[float]):
         if len(boundaries) != len(ratios):
             raise ScheduleError(

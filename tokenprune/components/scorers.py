@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ..interfaces import LayerChoice, ScoreContext, Scorer
+from ..interfaces import ALL_SITES, LayerChoice, ScoreContext, Scorer
 
 __all__ = ["QueryAttentionScorer"]
 
@@ -20,6 +20,8 @@ class QueryAttentionScorer(Scorer):
         layer: ``"current"`` (default, PyramidDrop: the layer that first sees the shrunk sequence) or
             ``"previous"`` (FastV's code: the layer below it).
     """
+
+    sites = ALL_SITES
 
     def __init__(self, layer: LayerChoice = "current"):
         self.layer = layer

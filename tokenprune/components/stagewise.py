@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..interfaces import Reducer, Reduction, ScoreContext
+from ..interfaces import Reducer, Reduction, ScoreContext, check_sites
 
 __all__ = ["PerStageReducer"]
 
@@ -22,10 +22,7 @@ class PerStageReducer(Reducer):
         if not reducers:
             raise ValueError("PerStageReducer needs at least one reducer.")
         self.reducers = tuple(reducers)
-        sites = {r.site for r in self.reducers}
-        if len(sites) > 1:
-            raise ValueError(f"PerStageReducer mixes sites {sorted(sites)}; use reducers of one site.")
-        self.site = self.reducers[0].site  # type: ignore[misc]
+        self.sites = check_sites(*self.reducers)  # type: ignore[misc]  # where all of them can act
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return self.reducers[min(ctx.stage, len(self.reducers) - 1)].reduce(ctx, scores, candidates, n_keep)

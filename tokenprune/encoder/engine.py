@@ -114,14 +114,18 @@ class EncoderEngine(HookOwner):
         model: the wrapped encoder.
         adapter: the encoder adapter that located its blocks.
         strategy: what to do (its scheduler's layers are block indices; counts are patch tokens).
+        depth: the blocks whose output is used, when fewer than the encoder has (a VLM reads the
+            output of block ``depth - 1``, e.g. LLaVA-1.5's penultimate layer): the schedule is
+            resolved for ``depth`` blocks, and later blocks run on what is left. ``None``: all blocks.
     """
 
-    def __init__(self, model: nn.Module, adapter: Any, strategy: Strategy):
+    def __init__(self, model: nn.Module, adapter: Any, strategy: Strategy, depth: int | None = None):
         self.model = model
         self.adapter = adapter
         self.strategy = strategy
         self.stack = adapter.locate(model)
-        self.layers = strategy.scheduler.resolve_layers(self.stack.num_layers)
+        self.depth = self.stack.num_layers if depth is None else int(depth)
+        self.layers = strategy.scheduler.resolve_layers(self.depth)
         super().__init__()
         self._latest: EncoderState | None = None
 
@@ -225,7 +229,7 @@ class EncoderEngine(HookOwner):
         prefix = self.stack.num_prefix
         if n <= prefix:
             raise ValueError(f"The encoder sequence has {n} tokens, no more than its {prefix} prefix tokens.")
-        schedule = self.strategy.scheduler.plan(self.stack.num_layers, [n - prefix] * batch)
+        schedule = self.strategy.scheduler.plan(self.depth, [n - prefix] * batch)
         positions = torch.arange(n, device=hidden.device).expand(batch, -1)
         ones = torch.ones(batch, n, dtype=torch.bool, device=hidden.device)
         visual = ones.clone()

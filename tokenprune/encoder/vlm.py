@@ -72,12 +72,15 @@ class VisionBridge(HookOwner):
         depth = self.tower_stack.num_layers
         feature = self.vision.feature_layer
         if strategy.encoder is not None:
-            self.tower_engine = EncoderEngine(self.vision.tower, encoder_adapter, strategy.encoder)
-        if self.tower_engine is not None and any(layer >= feature for layer in self.tower_engine.layers):
-            raise ScheduleError(
-                f"Encoder reductions at blocks {list(self.tower_engine.layers)} cannot change the features the projector "
-                f"reads (the output of block {feature - 1}); use blocks 1..{feature - 1}."
-            )
+            try:  # only blocks 0..feature-1 shape what the projector reads: schedule those
+                self.tower_engine = EncoderEngine(self.vision.tower, encoder_adapter, strategy.encoder, depth=feature)
+            except ScheduleError:
+                layers = strategy.encoder.scheduler.resolve_layers(depth)  # raises for a schedule wrong for any depth
+                fix = f"use blocks 1..{feature - 1}" if feature > 1 else "this tower has no such block"
+                raise ScheduleError(
+                    f"Encoder reductions at blocks {list(layers)} cannot change the features the projector reads (the "
+                    f"output of block {feature - 1}); {fix}."
+                ) from None
         if strategy.projector is not None and feature >= depth:
             raise UnsupportedFeatureError(
                 "Projector-side selection scores with the tower block after the feature layer, but the projector reads "
@@ -87,7 +90,7 @@ class VisionBridge(HookOwner):
         patches = self.vision.patches_per_image
         tower_count = patches
         if self.tower_engine is not None:
-            tower_count = strategy.encoder.scheduler.plan(depth, [patches]).visual_tokens(feature - 1)[0]
+            tower_count = strategy.encoder.scheduler.plan(feature, [patches]).visual_tokens(feature - 1)[0]
         self.tower_count = tower_count
         self.kept = tower_count if strategy.projector is None else min(int(patches * strategy.projector.ratio), tower_count)
         extra = 0 if self.vision.strip_prefix else prefix

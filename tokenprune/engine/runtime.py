@@ -327,6 +327,11 @@ class Engine(HookOwner):
         with torch.no_grad():  # selection is discrete; the official code scores detached features too
             scores = self.strategy.scorer.score(ctx)
         reduction = self.strategy.reducer.reduce(ctx, scores, candidates, n_keep)
+        if reduction.proportional_attention:
+            raise UnsupportedFeatureError(
+                f"{self.strategy.reducer!r} asks for proportional attention, which only vision-encoder blocks apply; "
+                "inside the LLM a merged token attends as one token. Turn proportional_attention off."
+            )
         keep = (prev.valid & ~prev.visual) | (prev.visual & is_query) | (reduction.keep.to(prev.valid.device) & candidates)
         sel, sel_valid = select_slots(keep, prev.valid)
         stage = Stage(
