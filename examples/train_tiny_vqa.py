@@ -42,6 +42,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop early (and save) after this much training time; the log records the step reached")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward (weights stay float32)")
+    p.add_argument("--text-width", type=int, default=None, help="text hidden size (MLP 2x, heads of 32 dims)")
+    p.add_argument("--text-layers", type=int, default=None)
+    p.add_argument("--vision-width", type=int, default=None, help="vision hidden size (MLP 2x, heads of 32 dims)")
+    p.add_argument("--vision-layers", type=int, default=None)
     return p.parse_args()
 
 
@@ -70,7 +74,20 @@ def main() -> None:
     test = [load_split("easy-vqa", "test"), load_split("grid-shapes", "test")]
     tokenizer = build_tokenizer(vocabulary([t for s in train for t in (*s.questions, *s.answers)]))
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ("[PAD]", "[BOS]", "[EOS]", "<image>")}
-    config = build_config(len(tokenizer), ids["[PAD]"], ids["[BOS]"], ids["[EOS]"], ids["<image>"])
+    text_dims, vision_dims = {}, {}
+    if args.text_width:
+        heads = max(1, args.text_width // 32)
+        text_dims.update(hidden_size=args.text_width, intermediate_size=2 * args.text_width, num_attention_heads=heads,
+                         num_key_value_heads=max(1, heads // 2))  # fmt: skip
+    if args.text_layers:
+        text_dims["num_hidden_layers"] = args.text_layers
+    if args.vision_width:
+        vision_dims.update(hidden_size=args.vision_width, intermediate_size=2 * args.vision_width,
+                           num_attention_heads=max(1, args.vision_width // 32))  # fmt: skip
+    if args.vision_layers:
+        vision_dims["num_hidden_layers"] = args.vision_layers
+    config = build_config(len(tokenizer), ids["[PAD]"], ids["[BOS]"], ids["[EOS]"], ids["<image>"],
+                          text_dims=text_dims, vision_dims=vision_dims)  # fmt: skip
     config._attn_implementation = "sdpa"
     model = LlavaForConditionalGeneration(config).float().train()
     vqa = TinyVQA(model, tokenizer)

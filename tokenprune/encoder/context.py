@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 
 import torch
@@ -50,6 +51,43 @@ class EncoderContext(ScoreContext):
     key_bias: Tensor | None = None
     _qk: Callable[[], tuple[Tensor, Tensor, float]] = field(repr=False, default=None)  # type: ignore[assignment]
     _keys: Callable[[], Tensor] | None = field(repr=False, default=None)
+
+    @classmethod
+    def at_block(
+        cls,
+        adapter: Any,
+        block: torch.nn.Module,
+        index: int,
+        hidden: Tensor,
+        *,
+        positions: Tensor,
+        valid: Tensor,
+        visual: Tensor,
+        num_prefix: int,
+        sizes: Tensor | None = None,
+        key_bias: Tensor | None = None,
+    ) -> EncoderContext:
+        """The context at the input of ``block`` (number ``index``), scored with that block's own weights.
+
+        The query is the class token (slot 0) of every sample; attention and keys are computed
+        lazily through the encoder ``adapter`` (``queries_keys`` / ``keys``) from ``hidden``.
+        """
+        batch = hidden.shape[0]
+        return cls(
+            layer_index=index,
+            layer=block,
+            hidden=hidden,
+            positions=positions,
+            valid=valid,
+            visual=visual,
+            query=torch.zeros(batch, 1, dtype=torch.long, device=hidden.device),
+            query_weight=torch.ones(batch, 1, device=hidden.device),
+            sizes=sizes,
+            num_prefix=num_prefix,
+            key_bias=key_bias,
+            _qk=lambda: adapter.queries_keys(block, hidden),
+            _keys=lambda: adapter.keys(block, hidden),
+        )
 
     def _queries_keys(self) -> tuple[Tensor, Tensor, float]:
         if "qk" not in self._cache:

@@ -251,21 +251,10 @@ class EncoderEngine(HookOwner):
         candidates = prev.visual.to(hidden.device)
         sizes = state.sizes
         bias = torch.log(sizes) if state.proportional and sizes is not None else None
-        ctx = EncoderContext(
-            layer_index=index,
-            layer=block,
-            hidden=hidden,
-            positions=prev.idx,
-            valid=prev.valid,
-            visual=prev.visual,
-            query=torch.zeros(batch, 1, dtype=torch.long, device=hidden.device),
-            query_weight=torch.ones(batch, 1, device=hidden.device),
-            sizes=sizes,
-            num_prefix=prefix,
-            key_bias=bias,
-            _qk=lambda: self.adapter.queries_keys(block, hidden),
-            _keys=lambda: self.adapter.keys(block, hidden),
-        )
+        ctx = EncoderContext.at_block(
+            self.adapter, block, index, hidden, positions=prev.idx, valid=prev.valid, visual=prev.visual,
+            num_prefix=prefix, sizes=sizes, key_bias=bias,
+        )  # fmt: skip
         with torch.no_grad():  # selection is discrete
             scores = self.strategy.scorer.score(ctx)
         reduction = self.strategy.reducer.reduce(ctx, scores, candidates, target)

@@ -344,8 +344,8 @@ class Engine(HookOwner):
             stage.shift = self._compact_shift(stage, kwargs, state)
         state.stages.append(stage)
         self._publish(state, cache_from_kwargs(kwargs))
-        source = reduction.hidden if reduction.hidden is not None else hidden
-        return gather_rows(source, sel)
+        features = reduction.hidden if reduction.hidden is not None else hidden
+        return gather_rows(features, sel)
 
     def _attention(self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor) -> Tensor:
         allowed = query_visibility(mask, stage.idx, stage.valid, query)

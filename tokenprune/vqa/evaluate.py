@@ -9,11 +9,9 @@ the handle's `CallStats`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import torch
 
 from ..api import pruned
 from ..registry import get_registry

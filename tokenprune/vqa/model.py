@@ -63,15 +63,24 @@ def build_tokenizer(words: list[str]):
     return tok
 
 
-def build_config(vocab_size: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2, image_id: int = 4):
-    """LLaVA-1.5 layout at toy width: 60 px images, 6 px patches (100 visual tokens), 6 text layers."""
+def build_config(
+    vocab_size: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2, image_id: int = 4,
+    text_dims: dict | None = None, vision_dims: dict | None = None,
+):  # fmt: skip
+    """LLaVA-1.5 layout at toy width: 60 px images, 6 px patches (100 visual tokens), 6 text layers.
+
+    ``text_dims`` / ``vision_dims`` override entries of `TEXT_DIMS` / `VISION_DIMS` (the training
+    script's ``--text-width`` and friends); a saved checkpoint records what it was built with.
+    """
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    vision = CLIPVisionConfig(image_size=IMAGE_PX, patch_size=PATCH_PX, projection_dim=VISION_DIMS["hidden_size"],
-                              **VISION_DIMS)  # fmt: skip
+    vision_dims = {**VISION_DIMS, **(vision_dims or {})}
+    text_dims = {**TEXT_DIMS, **(text_dims or {})}
+    vision = CLIPVisionConfig(image_size=IMAGE_PX, patch_size=PATCH_PX, projection_dim=vision_dims["hidden_size"],
+                              **vision_dims)  # fmt: skip
     text = LlamaConfig(
-        vocab_size=vocab_size, max_position_embeddings=256, pad_token_id=pad_id, bos_token_id=bos_id,
-        eos_token_id=eos_id, tie_word_embeddings=True, **TEXT_DIMS,
+        vocab_size=vocab_size, max_position_embeddings=320, pad_token_id=pad_id, bos_token_id=bos_id,
+        eos_token_id=eos_id, tie_word_embeddings=True, **text_dims,
     )  # fmt: skip
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=image_id, image_seq_length=NUM_PATCHES,
