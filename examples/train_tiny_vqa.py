@@ -30,15 +30,16 @@ from tokenprune.vqa.model import TinyVQA, build_config, build_tokenizer, vocabul
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="tokenprune/assets/tiny-vqa-llava")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=32, help="images per step (half from each dataset)")
-    p.add_argument("--turns", type=int, default=4, help="questions per image per step (multi-turn rows)")
+    p.add_argument("--turns", type=int, default=16, help="questions per image per step (multi-turn rows)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--eval-every", type=int, default=250)
-    p.add_argument("--eval-size", type=int, default=400)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads; 1 is fastest on a shared 2-core machine (2 threads oversubscribe it)")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--eval-size", type=int, default=300)
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop early (and save) after this much training time; the log records the step reached")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward (weights stay float32)")

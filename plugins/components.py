@@ -79,8 +79,9 @@ class PivotOptions(StrategyConfig):
 class RateOptions(StrategyConfig):
     """ToMe's constant rate: ``r`` tokens leave before every vision-encoder block from ``start`` on."""
 
-    r: int = Field(8, ge=0, description="Tokens removed before every block (at most half of what is left).")
+    r: int | None = Field(8, ge=0, description="Tokens removed before every block (at most half of what is left).")
     start: int = Field(1, ge=1, description="First block that sees fewer tokens.")
+    ratio: float | None = Field(None, gt=0.0, le=1.0, description="Instead of r: share of the patch tokens left (set r=None).")
 
 
 class MergeOptions(StrategyConfig):
@@ -131,7 +132,7 @@ def tokenprune_register_components(register: RegisterComponent) -> None:
              description="Keep an even stride of the candidates; ignores scores.")
     register("reducer", "dedup", PivotOptions, lambda c: PivotDedupDrop(c.image_pivots, c.text_pivots),
              description="Pivots by score, then the least-similar tokens per pivot (DART).")
-    register("scheduler", "constant_rate", RateOptions, lambda c: ConstantRateScheduler(c.r, c.start),
+    register("scheduler", "constant_rate", RateOptions, lambda c: ConstantRateScheduler(None if c.ratio is not None else c.r, c.start, ratio=c.ratio),
              description="ToMe: r tokens leave before every vision-encoder block from `start` on.")
     register("scheduler", "projector", ProjectorBudgetConfig, lambda c: ProjectorShare(c.ratio),
              description="One reduction of each image's features before the projector: `ratio` or `budget`.")

@@ -67,7 +67,8 @@ def test_keep_all_matches_dense_and_pruning_costs_less(vqa):
 
 
 def test_budget_option_of_pyramiddrop():
-    assert budget_option("pyramiddrop") == "ratio"
+    assert budget_option("pyramiddrop") == "budget_flops"
+    assert budget_option("visionzip") == "ratio" and budget_option("tome") == "ratio"
 
 
 def test_eval_cli_writes_json_and_plot(tmp_path):
@@ -85,7 +86,7 @@ def test_eval_cli_writes_json_and_plot(tmp_path):
         keep = next(r for r in runs if r["dataset"] == d and r["value"] == 1.0)
         assert keep["accuracy"] == dense["accuracy"]
     assert png.stat().st_size > 5000
-    assert "grid-shapes test (16 questions)" in out and "ratio=0.3" in out
+    assert "grid-shapes test (16 questions)" in out and "budget_flops=0.3" in out
 
 
 def test_eval_cli_rejects_bad_input(capsys):

@@ -14,6 +14,7 @@ from typing import Any
 
 
 from ..api import pruned
+from ..errors import TokenpruneError
 from ..registry import get_registry
 from .datasets import Split
 from .model import TinyVQA
@@ -21,11 +22,17 @@ from .model import TinyVQA
 __all__ = ["BUDGET_OPTION_NAMES", "DEFAULT_BUDGETS", "budget_option", "evaluate_split", "sweep", "plot_sweep",
            "at_flops", "markdown_table"]  # fmt: skip
 
-BUDGET_OPTION_NAMES = ("ratio", "keep_ratio", "retain_ratio", "keep", "budget")
-"""Config fields tried, in order, as a strategy's budget knob (after an explicit ``budget_option``)."""
-DEFAULT_BUDGETS = (0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
-"""Values of the budget option swept by default (invalid ones for a strategy are skipped; 1.0, keep
-everything, is left out: the exactness contract makes it equal to dense)."""
+BUDGET_OPTION_NAMES = ("budget_flops", "ratio", "keep_ratio", "retain_ratio", "keep", "budget")
+"""Config fields tried, in order, as a strategy's budget knob (after an explicit ``budget_option``).
+
+``budget_flops`` first: every LLM-side strategy accepts the common FLOPs budget and solves for its
+own parameters, so the sweep compares them at equal promised FLOPs; the projector-side ones (and
+ToMe) take the share of patches kept, ``ratio``."""
+DEFAULT_BUDGETS = (0.81, 0.64, 0.49, 0.36, 0.25, 0.16, 0.09)
+"""Values of the budget option swept by default: squares of tenths, so that the spatial baselines
+(``pooling``, ``downsample``) keep a square grid of the tiny model's 10x10 patches (9x9 ... 3x3).
+Values a strategy refuses are skipped and listed; 1.0, keep everything, is left out: the exactness
+contract makes it equal to dense."""
 
 
 def budget_option(strategy: str) -> str | None:
@@ -80,12 +87,12 @@ def evaluate_split(
         else:
             with pruned(vqa.model, strategy, **(options or {})) as handle:
                 answers = vqa.answer(images, questions)
-                stats = handle.stats
+                stats = _llm_visual_flops(vqa.model, handle, len(idx))
         correct += sum(a == split.answers[i] for a, i in zip(answers, idx))
         if stats is not None:
-            flops += sum(stats.flops)
-            dense += sum(stats.dense_flops)
-            rows = [sum(r) for r in stats.visual_tokens]
+            flops += stats[0]
+            dense += stats[1]
+            rows = stats[2]
             per_layer = rows if per_layer is None else [a + b for a, b in zip(per_layer, rows)]
         if progress is not None:
             progress(len(idx))
@@ -96,6 +103,29 @@ def evaluate_split(
         "flops_fraction": flops / dense if dense else 1.0,
         "visual_tokens": [v / n for v in per_layer] if per_layer else [float(n_visual)] * layers,
     }  # fmt: skip
+
+
+def _llm_visual_flops(model: Any, handle: Any, batch: int) -> tuple[float, float, list[float]]:
+    """``(pruned, dense, tokens per layer summed over the batch)``: the LLM's visual-token FLOPs of the last forward.
+
+    LLM-side strategies report them in `CallStats`. Strategies that reduce before the LLM (in the
+    vision tower or at the projector) hand it fewer visual tokens, which then stay in every layer:
+    the same paper-convention count, from the tokens each image reached the LLM with.
+    """
+    from ..cost import stack_flops
+
+    stats = handle.stats
+    if stats is not None:
+        return sum(stats.flops), sum(stats.dense_flops), [float(sum(r)) for r in stats.visual_tokens]
+    text = model.config.text_config
+    layers, d, m = text.num_hidden_layers, text.hidden_size, text.intermediate_size
+    n_visual = model.config.image_seq_length
+    projector = handle.tokens_per_layer().get("projector") or [n_visual]
+    kept = projector[0]  # one image per question, every image reduced to the same count
+    return (
+        batch * stack_flops([kept] * layers, d, m), batch * stack_flops([n_visual] * layers, d, m),
+        [float(batch * kept)] * layers,
+    )  # fmt: skip
 
 
 def sweep(
@@ -140,8 +170,12 @@ def sweep(
             for name, option, value in plan:
                 options = {} if option is None else {option: value}
                 bar.set_postfix_str(f"{split.name} {name} {option or ''}={'' if value is None else value}")
-                result = evaluate_split(vqa, split, None if name == "dense" else name, options, batch_size, limit,
-                                        bar.update)  # fmt: skip
+                try:
+                    result = evaluate_split(vqa, split, None if name == "dense" else name, options, batch_size, limit,
+                                            bar.update)  # fmt: skip
+                except TokenpruneError as exc:  # e.g. a budget whose kept count is not a square grid
+                    skipped.append({"strategy": name, "value": value, "reason": str(exc).splitlines()[0]})
+                    continue
                 runs.append({"dataset": split.name, "strategy": name, "option": option, "value": value,
                              "options": options, **result})  # fmt: skip
     return {"runs": runs, "skipped": skipped}

@@ -33,9 +33,9 @@ ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-vqa-llava"
 """The checkpoint shipped in the package (weights, config, tokenizer): what `load_tiny_vqa` loads
 when given no path, and what ``tokenprune eval`` / ``fidelity`` / ``visualize`` / ``demo`` use."""
 
-TEXT_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+TEXT_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=4,
                  num_key_value_heads=2)  # fmt: skip
-VISION_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+VISION_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4)
 
 
 def vocabulary(texts) -> list[str]:
@@ -69,6 +69,9 @@ def build_config(
 ):  # fmt: skip
     """LLaVA-1.5 layout at toy width: 60 px images, 6 px patches (100 visual tokens), 6 text layers.
 
+    As in LLaVA-1.5, the projector reads the penultimate tower layer (``vision_feature_layer=-2``),
+    so projector-side strategies score with the last tower block, and ToMe can merge before it.
+
     ``text_dims`` / ``vision_dims`` override entries of `TEXT_DIMS` / `VISION_DIMS` (the training
     script's ``--text-width`` and friends); a saved checkpoint records what it was built with.
     """
@@ -84,7 +87,7 @@ def build_config(
     )  # fmt: skip
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=image_id, image_seq_length=NUM_PATCHES,
-        vision_feature_layer=-1, vision_feature_select_strategy="default",
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
     )  # fmt: skip
     config.tie_word_embeddings = True
     return config
