@@ -120,7 +120,7 @@ class QwenPackedVision(PackedVision):
         call = dict(kwargs)
         call["inputs_embeds"] = embeds if embeds is not None else torch.empty(batch, length, 0, device=ref.device)
         wanted = inspect.signature(self.vlm.compute_3d_position_ids).parameters
-        positions = self.vlm.compute_3d_position_ids(**{k: call.get(k) for k in wanted if k in call or k == "input_ids"})
+        positions = self.vlm.compute_3d_position_ids(**{k: call.get(k) for k in wanted if k != "self"})
         if positions is None:  # the text model's own default
             positions = torch.arange(length, device=ref.device).view(1, 1, -1).expand(3, batch, -1)
         return positions

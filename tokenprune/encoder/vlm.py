@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..composite import VisionLanguageStrategy
 from ..engine import Engine
-from ..engine.compat import cache_from_kwargs
+from ..engine.compat import cache_from_kwargs, cache_from_output
 from ..engine.hooks import HookOwner
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext
@@ -137,6 +137,7 @@ class VisionBridge(HookOwner):
                 self._handles.extend(self.selector.hooks())
                 if self.strategy.projector.ratio < 1.0:
                     self._install_prompt_hooks()
+                    self._handles.append(self.stack.vlm.register_forward_hook(self._after_vlm, always_call=True))
                 return
             if self.strategy.projector is not None and self.vision.projector is not None:
                 self._handles.append(self.vision.projector.register_forward_hook(self._after_projector))
@@ -396,7 +397,17 @@ class VisionBridge(HookOwner):
             kwargs["position_ids"] = taken
         if cache is not None:
             setattr(cache, COMPACTION_ATTR, plan)
+        else:  # a cache the model creates itself gets the map after the call (`_after_vlm`)
+            self._local.pending = plan
         return args, kwargs
+
+    def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Store the prefill's column map on a KV cache the model created itself (decode positions need it)."""
+        plan, self._local.pending = getattr(self._local, "pending", None), None
+        if plan is not None and output is not None and hasattr(output, "get"):
+            cache = cache_from_output(output)
+            if cache is not None:
+                setattr(cache, COMPACTION_ATTR, plan)
 
     def _decode(self, kwargs: dict):
         """Map a decode step's mask and positions, still laid out for the original prompt, onto the
