@@ -30,10 +30,6 @@ from .hf_decoder import HFDecoderAdapter
 
 __all__ = ["QwenVLAdapter", "QwenPackedVision"]
 
-PROJECTOR_ALTERNATIVE = "VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))"
-"""The projector-side stand-in for ToMe on towers whose blocks cannot lose tokens."""
-
-
 def _rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

@@ -390,3 +390,21 @@ def test_unsupported_uses_raise_clearly(models):
     qwen3 = tq.make_qwen3_vl(num_layers=2)
     with pytest.raises(UnsupportedFeatureError, match="DeepStack"):
         tokenprune.wrap(qwen3, strategy("divprune"))
+
+
+def test_projector_selection_composes_with_llm_side_pyramiddrop(models):
+    """DivPrune at the projector, then PyramidDrop in the LLM: every row of the mixed batch equals the row alone."""
+    model = models["qwen2_vl"]
+    inputs = _inputs(model)
+    both = VisionLanguageStrategy(
+        projector=strategy("divprune").projector, llm=get_registry().build("pyramiddrop", ratio=0.5)
+    )
+    with tokenprune.pruned(model, both) as handle:
+        mine = at_positions(model(**inputs).logits, handle.kept_positions(), _column(handle, inputs))
+        per_layer = handle.tokens_per_layer()
+        for i in range(inputs["input_ids"].shape[0]):
+            alone = tm.single_row(inputs, i)
+            theirs = at_positions(model(**alone).logits, handle.kept_positions(), _column(handle, alone))
+            assert _diff(mine[i], theirs[0]) <= TOL, f"row {i}"
+    assert per_layer["projector"] == [8, 8, 12]
+    assert per_layer["llm"][0] == [8, 20, 0] and per_layer["llm"][-1] == [1, 2, 0]

@@ -76,12 +76,10 @@ class VisionBridge(HookOwner):
     def _init_packed(self, strategy: VisionLanguageStrategy) -> None:
         """Per-image selection after the patch merger of a packed tower (`tokenprune.encoder.packed`)."""
         if strategy.encoder is not None:
-            from ..adapters.qwen_vl import PROJECTOR_ALTERNATIVE
-
             raise UnsupportedFeatureError(
                 f"Reduction inside the vision tower of {type(self.model).__name__} is not supported: its patch merger "
-                f"needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
-                f"merger instead: {PROJECTOR_ALTERNATIVE}."
+                "needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
+                "merger instead: VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))."
             )
         self.selector = PackedSelector(self.vision.packed, strategy.projector, self._local)
         self.tower_count = self.per_image = 0
