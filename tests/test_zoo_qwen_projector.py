@@ -20,12 +20,13 @@ image, and no image).
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import tiny_models as tm
 import tiny_models_qwen_internvl as tq
 import torch
 from exactness import LogitTap, at_positions, last_positions, record
-from transformers.models.qwen2_vl import modeling_qwen2_vl as qwen2_modeling
 
 import tokenprune
 from tokenprune import ProjectorSelection, Strategy, VisionLanguageStrategy, get_registry
@@ -328,36 +329,46 @@ def test_divprune_keeps_the_greedy_max_min_set(models):
         assert _kept_in_image(cols, inputs, row, image) == greedy_max_min(distance, f.shape[0] // 2).tolist()
 
 
-def test_visionzip_keeps_the_tokens_most_attended_in_the_last_tower_block(models):
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_visionzip_keeps_the_tokens_most_attended_in_the_last_tower_block(models, family):
     """Dominant tokens (contextual=0) == top-k of the attention each merged token receives in the tower's
-    last block, rebuilt here from the stock rotary code and checked against the block's own output."""
-    model = models["qwen2_vl"]
+    last block, rebuilt here from the stock rotary code and checked against the block's own output.
+    Qwen2.5-VL runs its blocks in window order: the merger's rows are matched to the output's to undo it."""
+    model = models[family]
     inputs = _inputs(model)
-    block = model.model.visual.blocks[-1]
+    visual = model.model.visual
+    block = visual.blocks[-1]
     seen = {}
 
     def grab(module, args, kwargs, output):
         seen.update(x=args[0], output=output, **kwargs)
 
-    handle = block.attn.register_forward_hook(grab, with_kwargs=True)
+    handles = [block.attn.register_forward_hook(grab, with_kwargs=True)]
+    handles.append(visual.merger.register_forward_hook(lambda m, a, out: seen.update(merged=out)))
     try:
-        _image_features(model, inputs)
+        features = _image_features(model, inputs)
     finally:
-        handle.remove()
+        for h in handles:
+            h.remove()
     attn, x = block.attn, seen["x"]
     q, k, v = attn.qkv(x).reshape(x.shape[0], 3, attn.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
-    q, k = qwen2_modeling.apply_rotary_pos_emb_vision(q, k, *seen["position_embeddings"])
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb_vision
+    q, k = rotary(q, k, *seen["position_embeddings"])
     bounds = seen["cu_seqlens"].tolist()
     received, outputs = [], []
     for a, b in zip(bounds[:-1], bounds[1:]):
         probs = torch.softmax(torch.einsum("qhd,khd->hqk", q[a:b], k[a:b]) * attn.scaling, dim=-1)
         outputs.append(torch.einsum("hqk,khd->qhd", probs, v[a:b]).reshape(b - a, -1))
-        received.append(probs.mean((0, 1)).view(-1, 4).mean(-1))  # per merged token
+        received.append(probs.mean((0, 1)).view(-1, 4).mean(-1))  # per merged token, block order
     assert _diff(attn.proj(torch.cat(outputs)), seen["output"]) <= TOL  # these are the block's probabilities
+    raster = torch.cat(features)
+    order = torch.cdist(raster, seen["merged"]).argmin(-1)  # block row of every output row
+    assert torch.equal(seen["merged"][order], raster)
+    scores = torch.cat(received)[order].split([f.shape[0] for f in features])
     with tokenprune.pruned(model, strategy("visionzip", contextual=0.0)) as h:
         model(**inputs)
         cols = h.input_columns()
-    for (row, image), score in zip([(0, 0), (1, 0), (1, 1)], received):
+    for (row, image), score in zip([(0, 0), (1, 0), (1, 1)], scores):
         top = torch.sort(torch.topk(score, score.numel() // 2).indices).values.tolist()
         assert _kept_in_image(cols, inputs, row, image) == top
 
@@ -408,3 +419,34 @@ def test_projector_selection_composes_with_llm_side_pyramiddrop(models):
             assert _diff(mine[i], theirs[0]) <= TOL, f"row {i}"
     assert per_layer["projector"] == [8, 8, 12]
     assert per_layer["llm"][0] == [8, 20, 0] and per_layer["llm"][-1] == [1, 2, 0]
+
+
+@pytest.mark.parametrize("name", ["pooling", "visionzip"])
+def test_video_and_image_rows(models, name):
+    """A 4-frame video (2 x 4 x 4 merged tokens; Qwen2-VL attends within each frame) next to an image row:
+    per-frame cells for pooling, per-frame attention segments for visionzip; batch invariance, masked
+    reference and cached decoding."""
+    model = models["qwen2_vl"]
+    inputs = _inputs(model, "video")
+    out, cols, embeds = _pruned_run(model, name, inputs)
+    reference = _masked_reference(model, inputs, cols, embeds).logits
+    real = cols >= 0
+    ref = reference.gather(1, cols.clamp(min=0).unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
+    assert record("qwen projector masked reference", f"{name}-qwen2_vl-sdpa-video", _diff(out.logits[real], ref[real])) <= TOL
+    with tokenprune.pruned(model, strategy(name)) as handle:
+        mine = at_positions(model(**inputs).logits, None, _column(handle, inputs))
+        kept = handle.tokens_per_layer()["projector"]
+        for i in range(2):
+            alone = tm.single_row(inputs, i)
+            theirs = at_positions(model(**alone).logits, None, _column(handle, alone))
+            assert _diff(mine[i], theirs[0]) <= TOL, f"row {i}"
+        ids, steps = _generate(model, inputs)
+        logits = model(**_extend(inputs, ids), use_cache=False).logits
+        for t, step in enumerate(steps):
+            assert _diff(at_positions(logits, None, _column(handle, inputs, t)), step) <= TOL
+    ratio = strategy(name).projector.ratio
+    assert kept == [int(16 * ratio), int(32 * ratio)]  # the image, then the video
+    if name == "pooling":  # 2 x 2 cells in each of the two frames
+        video = cols[0][(inputs["input_ids"][0, cols[0].clamp(min=0)] == tm.VIDEO_ID) & real[0]]
+        first = int((inputs["input_ids"][0] == tm.VIDEO_ID).nonzero()[0])
+        assert (video - first).tolist() == [0, 2, 8, 10, 16, 18, 24, 26]
