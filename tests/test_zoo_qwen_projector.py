@@ -2,9 +2,9 @@
 defining behaviour on a packed vision side with per-image token counts and M-RoPE.
 
 Cells: visionzip, divprune, pooling, downsample and the projector-side merge (ToMe's stand-in,
-`ProjectorSelection(r, NullScorer(), BipartiteMerge())`) on Qwen2-VL, two of them on Qwen2.5-VL;
-SDPA in float64; the "mixed" layout (left padding; rows with 1 square image, a square and a wide
-image, and no image).
+`ProjectorSelection(r, NullScorer(), BipartiteMerge())`) on Qwen2-VL, visionzip on Qwen2.5-VL
+(window-attention tower); SDPA in float64; the "mixed" layout (left padding; rows with 1 square
+image, a square and a wide image, and no image), plus a video row for pooling and visionzip.
 
 1. identity: ratio 1 is bitwise the stock model (logits, generated ids); unwrap restores it;
 2. cache: cached greedy generation == a no-cache forward over prompt + generated tokens;
@@ -43,7 +43,7 @@ OPTIONS = {
     "pooling": {"ratio": 0.25},
     "downsample": {"ratio": 0.25},
 }
-CELLS = [*((name, "qwen2_vl") for name in [*OPTIONS, "merge"]), ("visionzip", "qwen2_5_vl"), ("merge", "qwen2_5_vl")]
+CELLS = [*((name, "qwen2_vl") for name in [*OPTIONS, "merge"]), ("visionzip", "qwen2_5_vl")]
 IDS = [f"{n}-{f}" for n, f in CELLS]
 
 
