@@ -450,3 +450,16 @@ def test_video_and_image_rows(models, name):
         video = cols[0][(inputs["input_ids"][0, cols[0].clamp(min=0)] == tm.VIDEO_ID) & real[0]]
         first = int((inputs["input_ids"][0] == tm.VIDEO_ID).nonzero()[0])
         assert (video - first).tolist() == [0, 2, 8, 10, 16, 18, 24, 26]
+
+
+def test_beam_search_and_several_sequences_per_prompt(models):
+    """generate repeats each prompt's encoded images for beams / num_return_sequences; every copy is
+    still matched to its own image (its grid and scores)."""
+    model = models["qwen2_vl"]
+    inputs = _inputs(model)
+    with tokenprune.pruned(model, strategy("pooling")) as handle:
+        greedy = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
+        twice = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, num_return_sequences=2, num_beams=2)
+        assert handle.tokens_per_layer()["projector"] == [4, 4, 4, 6, 4, 6]  # each image twice, in row order
+        beams = model.generate(**inputs, max_new_tokens=NEW_TOKENS, num_beams=3, do_sample=False)
+    assert twice.shape[0] == 6 and beams.shape == greedy.shape

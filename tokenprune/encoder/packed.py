@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from ..composite import ProjectorSelection
 from ..errors import ScheduleError, UnsupportedFeatureError
+from ..engine.hooks import HookOwner
 from .context import EncoderContext
 from .engine import _in_backward
 
@@ -50,10 +51,38 @@ class PackedRecord:
     Attributes:
         grids: ``(images, 3)`` ``(frames, rows, cols)`` merged-token grid of every image, in output order.
         attention: ``() -> (N,)`` attention each output token receives in the scoring block (lazy).
+        features: ``(N, d)`` the tower's output; the per-image tensors ``get_image_features`` splits off
+            are views of it, which identifies each image even after ``generate`` repeated them for
+            beams or ``num_return_sequences``.
     """
 
     grids: Tensor
     attention: Callable[[], Tensor]
+    features: Tensor | None = None
+
+    def images_of(self, parts: list[Tensor]) -> list[int]:
+        """Index of the image each per-image tensor of ``parts`` holds."""
+        tokens = [int(g.prod()) for g in self.grids]
+        starts, total = {}, 0
+        for i, n in enumerate(tokens):
+            starts[total] = i
+            total += n
+        base = self.features
+        found: list[int | None] = []
+        for part in parts:
+            index = None
+            if base is not None and part.dim() == 2 and part.untyped_storage().data_ptr() == base.untyped_storage().data_ptr():
+                row, rest = divmod(part.data_ptr() - base.data_ptr(), base.stride(0) * base.element_size())
+                index = starts.get(row) if rest == 0 else None
+            found.append(index)
+        if all(i is not None for i in found):
+            return found  # type: ignore[return-value]
+        if len(parts) == len(tokens):
+            return list(range(len(tokens)))
+        raise RuntimeError(
+            f"The vision output holds {len(parts)} images but the tower encoded {len(tokens)}; tokenprune cannot tell "
+            "which is which. Encode the images with the wrapped model."
+        )
 
 
 @dataclass
@@ -78,26 +107,27 @@ class PackedContext(EncoderContext):
         return self.hidden
 
 
-class PackedSelector:
+class PackedSelector(HookOwner):
     """Records every tower call and selects each image's tokens for a `ProjectorSelection`.
 
     Args:
         packed: the adapter's description of the packed vision side.
         selection: the ratio, scorer and reducer.
-        local: the owner's per-thread state (the scoring block's captured input lives there).
     """
 
-    def __init__(self, packed: Any, selection: ProjectorSelection, local: Any):
+    def __init__(self, packed: Any, selection: ProjectorSelection):
+        super().__init__()
         self.packed = packed
         self.selection = selection
-        self._local = local
 
-    def hooks(self) -> list:
-        """Attach the capture and record hooks; returns their handles."""
-        return [
-            self.packed.score_block.register_forward_pre_hook(self._capture, with_kwargs=True),
-            self.packed.tower.register_forward_hook(self._record, with_kwargs=True),
-        ]
+    def install(self) -> None:
+        """Attach the capture hook (scoring block) and the record hook (tower output)."""
+        self._handles.append(self.packed.score_block.register_forward_pre_hook(self._capture, with_kwargs=True))
+        self._handles.append(self.packed.tower.register_forward_hook(self._record, with_kwargs=True))
+
+    def remove(self) -> None:
+        """Detach both hooks (idempotent)."""
+        self._detach_hooks()
 
     def _capture(self, module: nn.Module, args: tuple, kwargs: dict):
         if not _in_backward():  # a checkpointed block re-runs in backward: keep the forward's input
@@ -120,7 +150,8 @@ class PackedSelector:
                     cached["a"] = self.packed.received_attention(call[0], call[1], args, kwargs)
             return cached["a"]
 
-        object.__setattr__(output, RECORD_ATTR, PackedRecord(grids, attention))
+        features = output.pooler_output if isinstance(output.pooler_output, Tensor) else None
+        object.__setattr__(output, RECORD_ATTR, PackedRecord(grids, attention, features))
         return None
 
     def kept_count(self, tokens: int) -> int:
@@ -143,20 +174,21 @@ class PackedSelector:
             )
         features = list(output.pooler_output)
         tokens = [int(g.prod()) for g in record.grids]
-        if len(features) != len(tokens) or any(f.shape[0] != n for f, n in zip(features, tokens)):
+        starts = [sum(tokens[:i]) for i in range(len(tokens))]
+        images = record.images_of(features)
+        if any(f.shape[0] != tokens[i] for f, i in zip(features, images)):
             raise RuntimeError(f"The tower output holds {[f.shape[0] for f in features]} tokens per image, not {tokens}.")
-        reduced, keeps, counts, start = [], [], [], 0
-        for feature, grid, n in zip(features, record.grids, tokens):
-            k = self.kept_count(n)
+        reduced, keeps, counts = [], [], []
+        for feature, i in zip(features, images):
+            n, k = tokens[i], self.kept_count(tokens[i])
             if k >= n:
                 keep = torch.ones(n, dtype=torch.bool, device=feature.device)
                 reduced.append(feature)
             else:
-                keep, merged = self._select_image(feature, grid, k, record, start)
+                keep, merged = self._select_image(feature, record.grids[i], k, record, starts[i])
                 reduced.append(merged)
             keeps.append(keep)
             counts.append(int(keep.sum()))
-            start += n
         new = copy.copy(output)
         new.pooler_output = tuple(reduced)
         object.__setattr__(new, RECORD_ATTR, None)

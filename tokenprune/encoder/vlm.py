@@ -81,7 +81,7 @@ class VisionBridge(HookOwner):
                 "needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
                 "merger instead: VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))."
             )
-        self.selector = PackedSelector(self.vision.packed, strategy.projector, self._local)
+        self.selector = PackedSelector(self.vision.packed, strategy.projector)
         self.tower_count = self.per_image = 0
         self.kept = self.kept_per_image = -1  # counts are per image; see `projector_tokens`
 
@@ -132,7 +132,7 @@ class VisionBridge(HookOwner):
             if self.tower_engine is not None:
                 self.tower_engine.install()
             if self.selector is not None:
-                self._handles.extend(self.selector.hooks())
+                self.selector.install()
                 if self.strategy.projector.ratio < 1.0:
                     self._install_prompt_hooks()
                     self._handles.append(self.stack.vlm.register_forward_hook(self._after_vlm, always_call=True))
@@ -157,6 +157,8 @@ class VisionBridge(HookOwner):
         """Detach every hook of this part (idempotent)."""
         if self.tower_engine is not None:
             self.tower_engine.remove()
+        if self.selector is not None:
+            self.selector.remove()
         self._detach_hooks()
 
     # -- statistics ---------------------------------------------------------------------------
