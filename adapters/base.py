@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..engine.placement import execution_device
 
-__all__ = ["Adapter", "DecoderStack", "VisionTower"]
+__all__ = ["Adapter", "DecoderStack", "PackedVision", "VisionTower"]
 
 
 @dataclass
@@ -55,6 +55,51 @@ class DecoderStack:
         return str(getattr(self.text_config, "_attn_implementation", None) or "eager")
 
 
+class PackedVision(ABC):
+    """A vision side that packs every image of a call into one token sequence (Qwen2-VL, Qwen2.5-VL).
+
+    Each image gives its own number of projected tokens (its merged ``(t, h, w)`` grid), the tower's
+    output holds all of them in image order, and the LLM positions visual tokens by their grid
+    (M-RoPE), so kept tokens keep their original positions. The adapter answers *where* and *how*
+    for such a family; `tokenprune.encoder.packed` decides what to keep.
+
+    Attributes:
+        tower: the module whose output's ``pooler_output`` holds every image's projected tokens.
+        score_block: the tower block whose attention scorers read (its input is captured).
+        modalities: ``{"image": placeholder id, "video": placeholder id}``; the keys are those of
+            the VLM's ``mm_encoder_outputs``.
+    """
+
+    tower: nn.Module
+    score_block: nn.Module
+    modalities: dict[str, int]
+
+    @abstractmethod
+    def grids(self, args: tuple, kwargs: dict[str, Any]) -> Tensor:
+        """``(images, 3)`` ``(frames, rows, cols)`` projected-token grid of every image of one tower call."""
+
+    @abstractmethod
+    def received_attention(self, block_args: tuple, block_kwargs: dict[str, Any], tower_args: tuple, tower_kwargs: dict[str, Any]) -> Tensor:
+        """``(N,)`` attention each projected token receives in ``score_block``, in the tower output's order.
+
+        Computed from the block's own norm, q/k projection and rotary embedding on its captured
+        input (``block_args``/``block_kwargs``); softmax in at least float32 within the block's own
+        attention segments, mean over heads and queries, then over the patches the token merges.
+        """
+
+    @abstractmethod
+    def encode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The VLM call's kwargs with raw pixel inputs replaced by ``mm_encoder_outputs`` (as ``generate`` does)."""
+
+    @abstractmethod
+    def prompt_positions(self, kwargs: dict[str, Any]) -> Tensor:
+        """Position ids of the whole prompt of a prefill call, exactly as the model would compute them."""
+
+    @abstractmethod
+    def decode_positions(self, text_positions: Tensor) -> Tensor:
+        """Position ids of decode tokens from their ``(B, n)`` 1-D positions in the original prompt."""
+
+
 @dataclass
 class VisionTower:
     """Where a VLM's vision tower hands its features to the projector (encoder-side reduction).
@@ -81,6 +126,10 @@ class VisionTower:
     feeds a reshape that needs the full grid, e.g. InternVL's pixel shuffle): projector-side
     selection then runs on the projector's output, ``patches_per_image`` counts projected tokens
     per tile, and reduction inside the tower is not available."""
+    packed: PackedVision | None = None
+    """Set for families whose images give different numbers of tokens, packed into one sequence
+    (Qwen-VL): projector-side selection runs per image on the tower's output, kept tokens keep their
+    original positions, and ``patches_per_image`` is not used."""
 
 
 class Adapter(ABC):

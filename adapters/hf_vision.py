@@ -24,8 +24,13 @@ from .encoder_base import EncoderAdapter, EncoderStack
 __all__ = ["HFVisionAdapter", "UNSUPPORTED_TOWERS"]
 
 UNSUPPORTED_TOWERS = {
-    "qwen2_vl_vision": "Qwen2-VL's tower packs all images into one sequence with rotary positions and windowed masks",
-    "qwen2_5_vl_vision": "Qwen2.5-VL's tower packs all images into one sequence with windowed attention",
+    "qwen2_vl_vision": "Qwen2-VL's tower packs all images into one sequence and its 2x2 patch merger needs every window "
+    "whole (so ToMe cannot run between its blocks); wrap the whole VLM with a projector-side strategy instead "
+    "(e.g. 'divprune', or for ToMe VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge())))",
+    "qwen2_5_vl_vision": "Qwen2.5-VL's tower packs all images into one sequence with windowed attention and its 2x2 patch "
+    "merger needs every window whole (so ToMe cannot run between its blocks); wrap the whole VLM with a projector-side "
+    "strategy instead (e.g. 'divprune', or for ToMe VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), "
+    "BipartiteMerge())))",
     "qwen3_vl_vision": "Qwen3-VL's tower packs all images into one sequence and taps deepstack features mid-tower",
     "internvl_vision": "InternVL's tower feeds a pixel-shuffle that needs the full square token grid",
 }

@@ -9,7 +9,8 @@ distance; no attention is needed.
 
 Differences from the paper: in LLaVA the selection runs on the tower's feature layer (what the
 projector reads), not on the projected tokens, so the projector runs on fewer tokens; in InternVL
-it runs on the projector's output, as in the paper. Selection is per image, not global over the
+it runs on the projector's output, as in the paper, and in Qwen2-VL / Qwen2.5-VL on the patch
+merger's output. Selection is per image, not global over the
 whole prompt; kept tokens stay in raster order (the public code's sorted variant).
 """
 

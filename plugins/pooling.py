@@ -3,7 +3,9 @@
 ``pooling`` averages every cell of a ``k x k`` grid of cells into one token (``ratio=0.25`` is 2x2
 average pooling); ``downsample`` keeps the top-left patch of every cell. Both read the tower's
 patch grid as square (``side = sqrt(tokens)``, CLIP and SigLIP) and refuse, with a clear error, a
-grid or a kept count that is not a square.
+grid or a kept count that is not a square. On Qwen2-VL / Qwen2.5-VL they get each image's real
+merged grid (which need not be square) and keep a grid of cells with its aspect (``ratio=0.25`` of
+4 x 6 keeps 2 x 3).
 """
 
 from __future__ import annotations

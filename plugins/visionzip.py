@@ -11,7 +11,8 @@ Differences from the paper: the counts are shares of the patch grid (``ratio`` k
 ``contextual`` share is contextual), not absolute token counts; [CLS] is not forwarded to the LLM
 (stock LLaVA drops it, and the count of kept tokens is all patches); contextual tokens stay at
 their target's position in the raster instead of being appended after the dominant ones; towers
-without [CLS] (SigLIP) use the attention each patch receives (``scorer="received"``).
+without [CLS] (SigLIP; Qwen2-VL / Qwen2.5-VL, where it is the attention each merged token receives
+in the tower's last block) use the attention each patch receives (``scorer="received"``).
 """
 
 from __future__ import annotations

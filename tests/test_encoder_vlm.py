@@ -259,8 +259,9 @@ def test_unsupported_layouts_and_schedules_raise_clearly():
     with pytest.raises(ScheduleError, match="at least one"):
         VisionLanguageStrategy()
     qwen = tq.make_qwen2_vl(attn="sdpa", dtype=torch.float64)
-    with pytest.raises(UnsupportedFeatureError, match="not supported yet"):
-        tokenprune.wrap(qwen, VisionLanguageStrategy(projector=ProjectorSelection(0.5, NullScorer(), BipartiteMerge())))
+    inside_qwen = VisionLanguageStrategy(encoder=Strategy(StageScheduler([1], [0.5]), NullScorer(), BipartiteMerge()))
+    with pytest.raises(UnsupportedFeatureError, match="patch merger"):  # projector-side works (test_zoo_qwen_projector)
+        tokenprune.wrap(qwen, inside_qwen)
     internvl = tq.make_internvl_qwen2(attn="sdpa", dtype=torch.float64)
     inside = VisionLanguageStrategy(encoder=Strategy(StageScheduler([1], [0.5]), QueryAttentionScorer(), TopKDrop()))
     with pytest.raises(UnsupportedFeatureError, match="needs the full patch grid"):

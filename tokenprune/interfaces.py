@@ -87,6 +87,9 @@ class ScoreContext:
     _keys: Callable[[LayerChoice], Tensor] | None = field(repr=False, default=None)
     stage: int = 0
     """0-based index of this reduction among the strategy's reduction layers."""
+    grid: tuple[int, int, int] | None = None
+    """``(frames, rows, cols)`` of the candidate tokens in raster order, when the engine knows it (Qwen-VL's
+    merged token grid of one image); ``None``: spatial reducers read the candidates as a square grid."""
 
     def attention(self) -> Tensor:
         """``(B, n)`` attention the query token(s) pay to every slot.

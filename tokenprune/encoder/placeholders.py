@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..errors import UnsupportedFeatureError
 
-__all__ = ["Compaction", "plan_compaction", "COMPACTION_ATTR"]
+__all__ = ["Compaction", "plan_compaction", "plan_removal", "COMPACTION_ATTR"]
 
 COMPACTION_ATTR = "_tokenprune_compaction"
 """Attribute under which a `Compaction` is stored on the KV cache of a generation (for decode steps)."""
@@ -72,7 +72,6 @@ def plan_compaction(
     """
     if kept >= per_image:
         return None
-    batch, length = placeholders.shape
     device = placeholders.device
     valid = torch.ones_like(placeholders) if attention_mask is None else attention_mask.to(device).bool()
     placeholders = placeholders & valid
@@ -83,7 +82,26 @@ def plan_compaction(
             "Encoder-side reduction needs the processor's fixed placeholder count per image."
         )
     rank = placeholders.long().cumsum(1) - 1
-    drop = placeholders & (rank % per_image >= kept)
+    return plan_removal(placeholders & (rank % per_image >= kept), attention_mask)
+
+
+def plan_removal(drop: Tensor, attention_mask: Tensor | None) -> Compaction | None:
+    """Which columns survive when the columns marked in ``drop`` leave the prompt.
+
+    The general form of `plan_compaction`: any set of placeholder columns may go (families whose
+    images hold different numbers of tokens, and selections that keep other than the first ones).
+
+    Args:
+        drop: ``(B, L)`` True at the columns that leave (padding columns are ignored).
+        attention_mask: ``(B, L)`` 2-D padding mask, or ``None``.
+
+    Returns:
+        ``None`` when nothing is removed.
+    """
+    batch, length = drop.shape
+    device = drop.device
+    valid = torch.ones_like(drop) if attention_mask is None else attention_mask.to(device).bool()
+    drop = drop & valid
     removed = drop.sum(1)
     if not bool(removed.any()):
         return None

@@ -13,6 +13,9 @@ stock model consistent with that:
   processor that emitted fewer placeholders, so forward, ``generate`` and training run unchanged.
 * during cached decoding the full-length 2-D mask and position ids ``generate`` keeps are mapped
   onto the shortened prompt (the mapping is stored on the KV cache).
+* families that pack images of different sizes into one sequence (Qwen2-VL, Qwen2.5-VL;
+  `VisionTower.packed`) select per image after the patch merger and keep every token's original
+  position: see `tokenprune.encoder.packed`.
 
 Logits of a prefill cover the shortened prompt; `WrapHandle.input_columns` maps them back.
 `CompositeEngine` runs a bridge and an LLM-side `Engine` together for a `VisionLanguageStrategy`.
@@ -20,6 +23,7 @@ Logits of a prefill cover the shortened prompt; `WrapHandle.input_columns` maps 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,13 +31,14 @@ from torch import Tensor, nn
 
 from ..composite import VisionLanguageStrategy
 from ..engine import Engine
-from ..engine.compat import cache_from_kwargs
+from ..engine.compat import cache_from_kwargs, cache_from_output
 from ..engine.hooks import HookOwner
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext
 from .context import EncoderContext
 from .engine import EncoderEngine
-from .placeholders import COMPACTION_ATTR, Compaction, plan_compaction
+from .packed import PackedSelector
+from .placeholders import COMPACTION_ATTR, Compaction, plan_compaction, plan_removal
 
 __all__ = ["VisionBridge", "CompositeEngine"]
 
@@ -59,11 +64,26 @@ class VisionBridge(HookOwner):
         self.stack = adapter.locate(model)
         self.tower_stack = None
         self.tower_engine = None
-        if self.vision.projector is not None:
+        self.selector = None
+        HookOwner.__init__(self)
+        if self.vision.packed is not None:
+            self._init_packed(strategy)
+        elif self.vision.projector is not None:
             self._init_projected(strategy)
         else:
             self._init_features(strategy, encoder_adapter)
-        HookOwner.__init__(self)
+
+    def _init_packed(self, strategy: VisionLanguageStrategy) -> None:
+        """Per-image selection after the patch merger of a packed tower (`tokenprune.encoder.packed`)."""
+        if strategy.encoder is not None:
+            raise UnsupportedFeatureError(
+                f"Reduction inside the vision tower of {type(self.model).__name__} is not supported: its patch merger "
+                "needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
+                "merger instead: VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))."
+            )
+        self.selector = PackedSelector(self.vision.packed, strategy.projector)
+        self.tower_count = self.per_image = 0
+        self.kept = self.kept_per_image = -1  # counts are per image; see `projector_tokens`
 
     def _init_features(self, strategy: VisionLanguageStrategy, encoder_adapter: Any) -> None:
         """Reduction inside the tower and/or on the feature layer the projector reads."""
@@ -114,25 +134,34 @@ class VisionBridge(HookOwner):
         try:
             if self.tower_engine is not None:
                 self.tower_engine.install()
+            if self.selector is not None:
+                self.selector.install()
+                if self.strategy.projector.ratio < 1.0:
+                    self._install_prompt_hooks()
+                    self._handles.append(self.stack.vlm.register_forward_hook(self._after_vlm, always_call=True))
+                return
             if self.strategy.projector is not None and self.vision.projector is not None:
                 self._handles.append(self.vision.projector.register_forward_hook(self._after_projector))
             elif self.strategy.projector is not None:
                 self._handles.append(self.vision.tower.register_forward_hook(self._after_tower))
             if self.kept_per_image < self.per_image:
-                self._handles.append(self.stack.vlm.register_forward_pre_hook(self._on_vlm, with_kwargs=True, prepend=True))
-                if self.stack.head is not None:
-                    self._handles.append(
-                        self.stack.head.register_forward_pre_hook(self._on_head, with_kwargs=True, prepend=True)
-                    )
-                    self._handles.append(self.stack.head.register_forward_hook(self._after_head, always_call=True))
+                self._install_prompt_hooks()
         except Exception:
             self.remove()
             raise
+
+    def _install_prompt_hooks(self) -> None:
+        self._handles.append(self.stack.vlm.register_forward_pre_hook(self._on_vlm, with_kwargs=True, prepend=True))
+        if self.stack.head is not None:
+            self._handles.append(self.stack.head.register_forward_pre_hook(self._on_head, with_kwargs=True, prepend=True))
+            self._handles.append(self.stack.head.register_forward_hook(self._after_head, always_call=True))
 
     def remove(self) -> None:
         """Detach every hook of this part (idempotent)."""
         if self.tower_engine is not None:
             self.tower_engine.remove()
+        if self.selector is not None:
+            self.selector.remove()
         self._detach_hooks()
 
     # -- statistics ---------------------------------------------------------------------------
@@ -141,8 +170,11 @@ class VisionBridge(HookOwner):
         """The last prefill's column map (``None`` when it removed no placeholder)."""
         return getattr(self._local, "compaction", None)
 
-    def projector_tokens(self) -> int:
-        """Patch features each image hands to the projector."""
+    def projector_tokens(self) -> int | list[int]:
+        """Patch features each image hands to the projector (a packed tower: the kept count of every
+        image and video of the last prefill, in order; ``[]`` before one)."""
+        if self.selector is not None:
+            return list(getattr(self._local, "kept_counts", []))
         return self.kept
 
     # -- projector stage ----------------------------------------------------------------------
@@ -279,10 +311,12 @@ class VisionBridge(HookOwner):
                 )
             kwargs["input_ids"], args = args[0], ()
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
-        placeholders = self.adapter.visual_mask(self.stack, ids, embeds)
         mask = kwargs.get("attention_mask")
         if mask is not None and mask.dim() != 2:
             raise UnsupportedFeatureError("Encoder-side reduction needs a 2-D attention mask (or none).")
+        if self.selector is not None:
+            return self._prefill_packed(args, kwargs, cache)
+        placeholders = self.adapter.visual_mask(self.stack, ids, embeds)
         plan = plan_compaction(placeholders, mask, self.per_image, self.kept_per_image)
         self._local.compaction = plan
         if plan is None:
@@ -306,6 +340,78 @@ class VisionBridge(HookOwner):
             setattr(cache, COMPACTION_ATTR, plan)
         return args, kwargs
 
+    def _prefill_packed(self, args: tuple, kwargs: dict, cache: Any):
+        """Encode the images (unless ``generate`` already did), select per image, drop the other
+        placeholders and keep every surviving token's original position ids."""
+        packed = self.vision.packed
+        kwargs = packed.encode(kwargs)
+        ids, embeds, mask = kwargs.get("input_ids"), kwargs.get("inputs_embeds"), kwargs.get("attention_mask")
+        ref = ids if ids is not None else embeds
+        batch, length = ref.shape[:2]
+        drop = torch.zeros(batch, length, dtype=torch.bool, device=ref.device)
+        outputs = dict(kwargs["mm_encoder_outputs"])
+        counts: list[int] = []
+        for modality, token in packed.modalities.items():
+            output = outputs.get(modality)
+            if output is None:
+                continue
+            reduced, keep, kept = self.selector.select(output)
+            stack = replace(self.stack, visual_token_ids=(token,))
+            flat = self.adapter.visual_mask(stack, ids, embeds).flatten()  # the order features fill placeholders
+            if int(flat.sum()) != keep.numel():
+                raise ValueError(
+                    f"The prompt holds {int(flat.sum())} {modality} placeholders but the vision tower gave {keep.numel()} "
+                    f"{modality} tokens; build the prompt with the model's processor."
+                )
+            gone = torch.zeros_like(flat)
+            gone[flat.nonzero()[:, 0]] = ~keep.to(flat.device)
+            drop |= gone.view(batch, length)
+            outputs[modality] = reduced
+            counts += kept
+        kwargs["mm_encoder_outputs"] = outputs
+        self._local.kept_counts = counts
+        plan = plan_removal(drop, mask)
+        self._local.compaction = plan
+        if plan is None:
+            return args, kwargs
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = packed.prompt_positions(kwargs)
+        if ids is not None:
+            kwargs["input_ids"] = plan.take(ids, self.vision.pad_token_id)
+        if embeds is not None:
+            kwargs["inputs_embeds"] = plan.take(embeds, 0.0)
+        base = torch.ones(batch, length, dtype=torch.long, device=ref.device) if mask is None else mask
+        new_mask = plan.take(base, 0)
+        if mask is not None or not bool(plan.real.all()):
+            kwargs["attention_mask"] = new_mask
+        if kwargs.get("labels") is not None:
+            kwargs["labels"] = plan.take(kwargs["labels"], -100)
+        for key in ("mm_token_type_ids", "token_type_ids"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = plan.take(kwargs[key], 0)
+        if positions.dim() == 2:
+            kwargs["position_ids"] = plan.take(positions, 1)
+        else:  # (rows, B, L): the original (t, h, w) of every kept token
+            taken = plan.take(positions.permute(1, 2, 0), 1).permute(2, 0, 1).contiguous()
+            if taken.shape[0] == 4:  # row 0: 1-D text positions for the mask, of the prompt as it now is
+                text = new_mask.long().cumsum(-1) - 1
+                taken[0] = text.masked_fill(new_mask == 0, 0).to(taken.device, taken.dtype)
+            kwargs["position_ids"] = taken
+        if cache is not None:
+            setattr(cache, COMPACTION_ATTR, plan)
+        else:  # a cache the model creates itself gets the map after the call (`_after_vlm`)
+            self._local.pending = plan
+        return args, kwargs
+
+    def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """Store the prefill's column map on a KV cache the model created itself (decode positions need it)."""
+        plan, self._local.pending = getattr(self._local, "pending", None), None
+        if plan is not None and output is not None and hasattr(output, "get"):
+            cache = cache_from_output(output)
+            if cache is not None:
+                setattr(cache, COMPACTION_ATTR, plan)
+
     def _decode(self, kwargs: dict):
         """Map a decode step's mask and positions, still laid out for the original prompt, onto the
         shortened one. Inputs that already match the cache (a caller who knows the layout) pass."""
@@ -321,6 +427,8 @@ class VisionBridge(HookOwner):
         offset = plan.length - plan.idx.shape[1]  # original minus shortened prompt width
         mask = kwargs.get("attention_mask")
         positions = kwargs.get("position_ids")
+        if self.selector is not None:
+            return self._decode_packed(kwargs, plan, grown, new)
         original = False
         if mask is None:
             if not bool(plan.real.all()):  # rows re-padded at prefill: their padding stays masked
@@ -333,6 +441,25 @@ class VisionBridge(HookOwner):
             original = True
         if original and positions is not None:
             kwargs["position_ids"] = positions - plan.removed.to(positions.device).unsqueeze(1)
+        return (), kwargs
+
+
+    def _decode_packed(self, kwargs: dict, plan: Compaction, grown: int, new: int):
+        """Decode positions stay the original ones (``generate`` passes them); only the mask is mapped.
+        Without position ids they are built as the model would for the full prompt."""
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            if not bool(plan.real.all()):
+                tail = torch.ones(plan.idx.shape[0], grown + new, dtype=torch.long, device=plan.idx.device)
+                kwargs["attention_mask"] = torch.cat([plan.real.long(), tail], dim=1)
+        elif mask.dim() == 2 and mask.shape[1] == plan.length + grown + new:
+            kwargs["attention_mask"] = plan.decode_mask(mask)
+        if kwargs.get("position_ids") is None:
+            current = kwargs.get("attention_mask")
+            if current is None:
+                current = torch.ones(plan.idx.shape[0], plan.idx.shape[1] + grown + new, dtype=torch.long, device=plan.idx.device)
+            text = (current.long().cumsum(-1) - 1)[:, -new:] + plan.removed.to(current.device).unsqueeze(1)
+            kwargs["position_ids"] = self.vision.packed.decode_positions(text)
         return (), kwargs
 
 
@@ -400,6 +527,10 @@ class CompositeEngine:
             encoder_stats = self.bridge.tower_engine.stats if self.bridge.tower_engine is not None else None
             vision = encoder_stats.visual_tokens if encoder_stats is not None else None
             images = len(vision[0]) if vision else None
-            projector = [self.bridge.projector_tokens()] * images if images else [self.bridge.projector_tokens()]
+            kept = self.bridge.projector_tokens()
+            if isinstance(kept, list):
+                projector = kept
+            else:
+                projector = [kept] * images if images else [kept]
         llm = self.stats.visual_tokens if self.stats is not None else None
         return {"vision": vision, "projector": projector, "llm": llm}
