@@ -312,3 +312,13 @@ def test_cli_list_shows_strategies_components_and_their_options(capsys):
                        ("reducer", "topk"), ("reducer", "stride"), ("reducer", "dedup")]:
         assert (kind, name) in rows, (kind, name)
     assert "Adapters" in out and "qwen_vl" in out
+
+
+@pytest.mark.parametrize("name", ["pyramiddrop", "fastv", "sparsevlm", "dart", "random", "uniform"])
+def test_full_budget_keeps_every_token(name):
+    """The top of the budget range is "keep everything" exactly (bisection alone stops a hair below
+    it, and a keep share of 1 - 1e-14 floors to one token fewer)."""
+    registry = tokenprune.get_registry()
+    for options in ({"budget_flops": 1.0}, {"budget": 576}):
+        keep = registry.build(name, **options).scheduler.plan(32, [576]).keep
+        assert all(row == (576,) for row in keep), (options, keep)
