@@ -89,7 +89,19 @@ def test_eval_cli_writes_json_and_plot(tmp_path):
     assert "grid-shapes test (16 questions)" in out and "budget_flops=0.3" in out
 
 
+def test_eval_cli_fixed_strategy_options(tmp_path):
+    """SparseVLM's default layers (3, 7, 16) do not fit the 6-layer model: --option gives it some that do."""
+    js = tmp_path / "eval.json"
+    code, out = _run(["eval", "--limit", "8", "--budgets", "0.5", "--strategy", "sparsevlm", "--no-progress",
+                      "--option", "sparsevlm.layer_list=[1,2,4]", "--json", str(js)])  # fmt: skip
+    assert code == 0, out
+    runs = [r for r in json.loads(js.read_text())["runs"] if r["strategy"] == "sparsevlm"]
+    assert len(runs) == 2 and all(r["options"] == {"layer_list": [1, 2, 4], "budget_flops": 0.5} for r in runs)
+    assert all(r["flops_fraction"] < 1.0 for r in runs)
+
+
 def test_eval_cli_rejects_bad_input(capsys):
+    assert main(["eval", "--option", "layer_list=[1]"]) == 2
     assert main(["eval", "--strategy", "nope"]) == 2
     assert main(["eval", "--budgets", "a,b"]) == 2
     assert main(["eval", "--model", "/nonexistent/dir"]) == 2

@@ -159,12 +159,10 @@ def solve(family: Family, budget: Budget, lo: float = 0.0, hi: float = 1.0, what
             f"{low:.4g} to {high:.4g} over [{lo:g}, {hi:g}]. "
             "Move the reduction layers (an earlier first layer reaches smaller budgets) or change the budget."
         )
-    # A budget at an end of the range is that end exactly: bisection would stop a hair inside it, and
-    # a keep share of 1 - 1e-14 floors to one token fewer than "keep everything".
+    # A budget at the top of the range is "keep everything" exactly: bisection would stop a hair
+    # below it, and a keep share of 1 - 1e-14 floors to one token fewer than all of them.
     if abs(budget.target - high) <= 1e-12 * max(1.0, abs(high)):
         return hi
-    if abs(budget.target - low) <= 1e-12 * max(1.0, abs(low)):
-        return lo
     for _ in range(200):
         mid = (lo + hi) / 2
         if budget.measure(*family(mid)) < budget.target:

@@ -28,7 +28,7 @@ def _common(parser: argparse.ArgumentParser, at_least: Any, dataset_default: str
 
 def add_subcommands(sub: Any) -> None:
     """Register ``eval``, ``fidelity`` and ``visualize`` on the ``tokenprune`` subparsers."""
-    from ..cli import _at_least, _strategy_arguments
+    from ..cli import _at_least, _strategy_arguments, parse_option
 
     ev = sub.add_parser(
         "eval",
@@ -40,7 +40,12 @@ def add_subcommands(sub: Any) -> None:
     )
     _common(ev, _at_least)
     ev.add_argument("--strategy", action="append", metavar="NAME", help="only these strategies (repeatable; default: all)")
-    ev.add_argument("--budgets", metavar="LIST", help="comma-separated budget values (default: 0.8,0.6,0.5,0.4,0.3,0.2,0.1)")
+    ev.add_argument("--budgets", metavar="LIST", help="comma-separated budget values (default: 0.81,0.64,0.49,0.36,0.25,0.16,0.09)")
+    ev.add_argument(
+        "--option", action="append", type=parse_option, metavar="STRATEGY.KEY=VALUE",
+        help="a fixed option of one strategy in every run of it (repeatable), e.g. sparsevlm.layer_list=[1,2,4] "
+        "for a model shallower than the strategy's default layers",
+    )  # fmt: skip
     ev.add_argument("--limit", type=_at_least(1), metavar="N", help="first N questions of each test split (default: all)")
     ev.add_argument("--batch-size", type=_at_least(1), default=64, metavar="B", help="questions per forward (default: 64)")
     ev.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
@@ -118,9 +123,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         budgets = [float(v) for v in args.budgets.split(",")] if args.budgets else list(DEFAULT_BUDGETS)
     except ValueError:
         raise CliError(f"--budgets must be comma-separated numbers, e.g. 1,0.5,0.25; got {args.budgets!r}.") from None
+    fixed: dict[str, dict[str, Any]] = {}
+    for key, value in args.option or []:
+        name, dot, field = key.partition(".")
+        if not dot or not field:
+            raise CliError(f"--option needs STRATEGY.KEY=VALUE (e.g. sparsevlm.layer_list=[1,2,4]); got {key!r}.")
+        fixed.setdefault(registry.strategy(name).name, {})[field] = value
     vqa = _load(args)
     result = sweep(vqa, _splits(args.dataset), args.strategy, budgets, args.batch_size, args.limit,
-                   show_progress=not args.no_progress)  # fmt: skip
+                   show_progress=not args.no_progress, fixed_options=fixed)  # fmt: skip
     result["model"] = str(args.model or "shipped tiny-vqa-llava")
     print(render_eval(result))
     if args.json:

@@ -136,8 +136,12 @@ def sweep(
     batch_size: int = 64,
     limit: int | None = None,
     show_progress: bool = True,
+    fixed_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Dense plus every strategy (default: all registered) at every budget, on every split.
+
+    ``fixed_options`` adds options to every run of a strategy (by name), e.g. layers that fit a
+    shallow model: ``{"sparsevlm": {"layer_list": [1, 2, 4]}}``.
 
     Returns:
         ``{"runs": [{dataset, strategy, option, value, options, accuracy, flops_fraction, ...}],
@@ -150,6 +154,7 @@ def sweep(
     names = list(strategies) if strategies is not None else sorted(registry.strategies)
     plan: list[tuple[str, str | None, float | None]] = [("dense", None, None)]
     skipped: list[dict[str, Any]] = []
+    fixed_options = fixed_options or {}
     for name in names:
         option = budget_option(name)
         if option is None:
@@ -158,7 +163,7 @@ def sweep(
             continue
         for value in budgets:
             try:
-                registry.build(name, **{option: value})
+                registry.build(name, **{**fixed_options.get(name, {}), option: value})
             except (ValidationError, ValueError) as exc:
                 skipped.append({"strategy": name, "value": value, "reason": str(exc).splitlines()[0]})
                 continue
@@ -168,7 +173,7 @@ def sweep(
     with tqdm(total=total, unit="q", disable=not show_progress, desc="eval") as bar:
         for split in splits:
             for name, option, value in plan:
-                options = {} if option is None else {option: value}
+                options = {**fixed_options.get(name, {}), **({} if option is None else {option: value})}
                 bar.set_postfix_str(f"{split.name} {name} {option or ''}={'' if value is None else value}")
                 try:
                     result = evaluate_split(vqa, split, None if name == "dense" else name, options, batch_size, limit,
@@ -202,9 +207,13 @@ def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA")
         dense = next((r for r in rows if r["strategy"] == "dense"), None)
         if dense is not None:
             ax.axhline(100 * dense["accuracy"], color="gray", ls="--", lw=1, label=f"dense ({100 * dense['accuracy']:.1f}%)")
-        for name in dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != "dense"):
+        palette = plt.get_cmap("tab20").colors  # 20 distinct colours; markers tell apart what repeats
+        markers = "osD^vP*X<>"
+        names = list(dict.fromkeys(r["strategy"] for r in rows if r["strategy"] != "dense"))
+        for i, name in enumerate(names):
             pts = sorted((r["flops_fraction"], r["accuracy"]) for r in rows if r["strategy"] == name)
-            ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker="o", ms=4, label=name)
+            ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker=markers[i % len(markers)], ms=4,
+                    color=palette[(2 * i) % 20 + (i // 10) % 2], label=name)  # fmt: skip
         n = rows[0]["questions"]
         ax.set(title=f"{dataset} (test, {n} questions)", xlabel="visual-token FLOPs, % of dense (paper convention)",
                ylabel="accuracy (%)", xlim=(0, 102), ylim=(0, 100))  # fmt: skip
