@@ -201,21 +201,10 @@ class VisionBridge(HookOwner):
         visual[:, :prefix] = False
         bias = self.tower_engine.key_bias() if self.tower_engine is not None else None
         sizes = torch.exp(bias) if bias is not None else None
-        ctx = EncoderContext(
-            layer_index=feature,
-            layer=block,
-            hidden=x,
-            positions=torch.arange(n, device=x.device).expand(batch, -1),
-            valid=torch.ones_like(visual),
-            visual=visual,
-            query=torch.zeros(batch, 1, dtype=torch.long, device=x.device),
-            query_weight=torch.ones(batch, 1, device=x.device),
-            sizes=sizes,
-            num_prefix=prefix,
-            key_bias=bias,
-            _qk=lambda: self.encoder_adapter.queries_keys(block, x),
-            _keys=lambda: self.encoder_adapter.keys(block, x),
-        )
+        ctx = EncoderContext.at_block(  # scored by the block that would read these features next
+            self.encoder_adapter, block, feature, x, positions=torch.arange(n, device=x.device).expand(batch, -1),
+            valid=torch.ones_like(visual), visual=visual, num_prefix=prefix, sizes=sizes, key_bias=bias,
+        )  # fmt: skip
         selection = self.strategy.projector
         with torch.no_grad():
             scores = selection.scorer.score(ctx)
