@@ -118,3 +118,15 @@ def test_llm_merge_refuses_proportional_attention():
         assert torch.isfinite(model(**inputs).logits).all()
     # ToMe's bipartite matching is a vision-side reducer: with it a strategy can only run in the tower
     assert tokenprune.Strategy(StageScheduler([2], [0.5]), NullScorer(), BipartiteMerge()).sites == {"encoder"}
+
+
+def test_tome_budget_solves_a_constant_rate():
+    """ToMe's ``ratio``: the smallest constant r that reaches the share, never below it, capped at 50% a block."""
+    assert ConstantRateScheduler(ratio=0.5).keep_counts(576, 23)[-1] == 288  # 22 blocks, r = 14
+    assert ConstantRateScheduler(ratio=1.0).keep_counts(100, 4) == (100, 100, 100)
+    assert ConstantRateScheduler(ratio=0.9).keep_counts(100, 3) == (95, 90)
+    assert ConstantRateScheduler(ratio=0.1).keep_counts(100, 3) == (55, 28)  # the 50% cap binds: 28, not 10
+    config = tokenprune.get_registry().build("tome", ratio=0.5).config
+    assert config.r is None and config.ratio == 0.5
+    with pytest.raises(Exception, match="exactly one of r"):
+        tokenprune.get_registry().build("tome", r=2, ratio=0.5)

@@ -22,6 +22,7 @@ from .errors import TokenpruneError
 from .interfaces import Reducer, Scheduler, Scorer, Strategy, check_sites
 
 if TYPE_CHECKING:
+    from .composite import VisionLanguageStrategy
     from .registry import Registry
 
 __all__ = ["ComponentSpec", "ComposedConfig", "UnknownComponentError", "compose", "COMPONENT_KINDS", "DEFAULTS"]
@@ -79,7 +80,7 @@ def compose(
     reducer: str | None = None,
     positions: Literal["keep", "compact"] = "keep",
     **options: Any,
-) -> Strategy | Any:
+) -> Strategy | VisionLanguageStrategy:
     """Build a `Strategy` from registered component names, routing ``options`` to their configs.
 
     Components that share only the ``"projector"`` site (``scheduler="projector"``) give a
