@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..engine.placement import execution_device
 
-__all__ = ["Adapter", "DecoderStack", "PackedVision", "VisionTower"]
+__all__ = ["Adapter", "DecoderStack", "PackedVision", "VisionTower", "pad_token_id"]
 
 
 @dataclass
@@ -130,6 +130,15 @@ class VisionTower:
     """Set for families whose images give different numbers of tokens, packed into one sequence
     (Qwen-VL): projector-side selection runs per image on the tower's output, kept tokens keep their
     original positions, and ``patches_per_image`` is not used."""
+
+
+def pad_token_id(model: nn.Module) -> int:
+    """The id that pads a row shortened by encoder-side reduction: the generation config's pad token,
+    else the text config's, else 0 (the slot is masked either way)."""
+    pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None)
+    if pad is None:
+        pad = getattr(model.config.text_config, "pad_token_id", None)
+    return int(pad) if pad is not None else 0
 
 
 class Adapter(ABC):

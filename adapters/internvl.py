@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from ..hookspecs import RegisterAdapter, hookimpl
-from .base import VisionTower
+from .base import VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
 
 __all__ = ["InternVLAdapter"]
@@ -44,17 +44,13 @@ class InternVLAdapter(HFDecoderAdapter):
         projector needs the full patch grid, so reduction runs on the projector's output."""
         vlm = model.model if hasattr(model, "lm_head") else model
         config = model.config
-        generation = getattr(model, "generation_config", None)
-        pad = getattr(generation, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(config.text_config, "pad_token_id", None)
         return VisionTower(
             tower=vlm.vision_tower,
             feature_layer=-1,
             strip_prefix=True,
             image_token_id=int(config.image_token_id),
             patches_per_image=int(config.image_seq_length),
-            pad_token_id=int(pad) if pad is not None else 0,
+            pad_token_id=pad_token_id(model),
             projector=vlm.multi_modal_projector,
         )
 

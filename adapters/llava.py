@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import RegisterAdapter, hookimpl
-from .base import Adapter, VisionTower
+from .base import Adapter, VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
 
 __all__ = ["LlavaAdapter"]
@@ -43,17 +43,13 @@ class LlavaAdapter(HFDecoderAdapter):
         depth = int(tower.config.num_hidden_layers)
         feature = layer % (depth + 1)
         strip = config.vision_feature_select_strategy == "default"
-        generation = getattr(model, "generation_config", None)
-        pad = getattr(generation, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(config.text_config, "pad_token_id", None)
         return VisionTower(
             tower=tower,
             feature_layer=feature,
             strip_prefix=strip,
             image_token_id=int(config.image_token_id),
             patches_per_image=(int(tower.config.image_size) // int(tower.config.patch_size)) ** 2,
-            pad_token_id=int(pad) if pad is not None else 0,
+            pad_token_id=pad_token_id(model),
         )
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import RegisterAdapter, hookimpl
-from .base import PackedVision, VisionTower
+from .base import PackedVision, VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
 
 __all__ = ["QwenVLAdapter", "QwenPackedVision"]
@@ -159,17 +159,13 @@ class QwenVLAdapter(HFDecoderAdapter):
                 "(e.g. tokenprune.wrap(model, 'pyramiddrop'))."
             )
         vlm = model.model if hasattr(model, "lm_head") else model
-        generation = getattr(model, "generation_config", None)
-        pad = getattr(generation, "pad_token_id", None)
-        if pad is None:
-            pad = getattr(config.text_config, "pad_token_id", None)
         return VisionTower(
             tower=vlm.visual,
             feature_layer=-1,
             strip_prefix=True,
             image_token_id=int(config.image_token_id),
             patches_per_image=0,
-            pad_token_id=int(pad) if pad is not None else 0,
+            pad_token_id=pad_token_id(model),
             packed=QwenPackedVision(vlm),
         )
 

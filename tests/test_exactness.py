@@ -204,10 +204,13 @@ def _masked_reference(model, inputs, selection, **kwargs):
             h.remove()
 
 
-@pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
-def test_dropping_equals_masked_reference(case):
-    model, inputs, tol, cell = case
-    tokenprune.wrap(model, "pyramiddrop")
+def masked_reference_gaps(model, inputs, wrap) -> tuple[float, float]:
+    """``(gap to the masked reference, gap to the plain full model)`` of the kept rows' logits.
+
+    ``wrap(model)`` attaches the strategy; the model is unwrapped before the references run. The
+    second number is the negative control: the unmasked full model must disagree.
+    """
+    wrap(model)
     logits = model(**inputs).logits
     selection = model.tokenprune.selection()
     idx, valid = model.tokenprune.kept_positions()
@@ -215,10 +218,17 @@ def test_dropping_equals_masked_reference(case):
     reference = _masked_reference(model, inputs, selection).logits
     ref = reference.gather(1, idx.unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
     diff = (logits - ref).abs().amax(-1)[valid]
-    assert diff.numel() > 0 and record("masked reference", cell, diff.max().item()) <= tol
-    # Negative control: the unmasked full model disagrees, so the check has teeth.
+    assert diff.numel() > 0, "no kept row to compare"
     plain = model(**inputs).logits.gather(1, idx.unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
-    assert (logits - plain).abs().amax(-1)[valid].max().item() > 1e3 * tol
+    return diff.max().item(), (logits - plain).abs().amax(-1)[valid].max().item()
+
+
+@pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
+def test_dropping_equals_masked_reference(case):
+    model, inputs, tol, cell = case
+    gap, plain = masked_reference_gaps(model, inputs, lambda m: tokenprune.wrap(m, "pyramiddrop"))
+    assert record("masked reference", cell, gap) <= tol
+    assert plain > 1e3 * tol  # negative control: the check has teeth
 
 
 # -- 5. training ------------------------------------------------------------------------------
@@ -230,15 +240,14 @@ def _loss_and_grads(model, inputs):
     return loss.detach(), grads
 
 
-@pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
-def test_training_matches_masked_reference(case):
-    model, inputs, tol, cell = case
+def check_training_against_masked_reference(model, inputs, wrap, tol: float, cell: str, prefix: str = "") -> int:
+    """Train-mode loss and every gradient of ``wrap(model)`` equal the masked full-length reference
+    on the same selection, and gradients reach the tower and projector. Returns the stage count."""
     inputs = tm.add_labels(inputs)
     model.train()
-    tokenprune.wrap(model, "pyramiddrop")
+    wrap(model)
     loss, grads = _loss_and_grads(model, inputs)
     selection = model.tokenprune.selection()
-    assert len(selection) == 4
     tokenprune.unwrap(model)
     handles = masked_reference_hooks(model, selection, inputs["attention_mask"])
     try:
@@ -248,14 +257,22 @@ def test_training_matches_masked_reference(case):
             h.remove()
     assert torch.isfinite(loss)
     # The loss upcasts logits to float32 (transformers' ForCausalLMLoss), hence the float32 tolerance.
-    delta = record("training loss", cell, abs(loss.item() - ref_loss.item()))
+    delta = record(f"{prefix}training loss", cell, abs(loss.item() - ref_loss.item()))
     assert delta <= max(tol, 1e-6) * max(1.0, abs(ref_loss.item()))
     assert grads.keys() == ref_grads.keys()
     scale = max(g.abs().max().item() for g in ref_grads.values())
-    worst = record("training grads", cell, max(max_diff(grads[n], ref_grads[n]) for n in grads))
+    worst = record(f"{prefix}training grads", cell, max(max_diff(grads[n], ref_grads[n]) for n in grads))
     assert worst <= max(tol, 1e-6) * max(1.0, scale)
     vision = [g for n, g in grads.items() if "language_model" not in n and "lm_head" not in n]  # tower + projector
     assert vision and sum(g.abs().sum().item() for g in vision) > 0
+    return len(selection)
+
+
+@pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
+def test_training_matches_masked_reference(case):
+    model, inputs, tol, cell = case
+    stages = check_training_against_masked_reference(model, inputs, lambda m: tokenprune.wrap(m, "pyramiddrop"), tol, cell)
+    assert stages == 4
 
 
 @pytest.mark.parametrize("case", cells(["mixed"]), indirect=True)

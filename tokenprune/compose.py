@@ -130,6 +130,12 @@ def compose(
     if sites == {"projector"}:  # one reduction of the tower's features, no layers
         from .composite import ProjectorSelection, VisionLanguageStrategy
 
-        selection = ProjectorSelection(built["scheduler"].ratio, built["scorer"], built["reducer"])
+        ratio = getattr(built["scheduler"], "ratio", None)
+        if not isinstance(ratio, float):
+            raise TypeError(
+                f"The projector-site scheduler {names['scheduler']!r} has no float `ratio` (the share of each image's "
+                "patches kept), which a projector-side selection needs; give its class a `ratio` attribute."
+            )
+        selection = ProjectorSelection(ratio, built["scorer"], built["reducer"])
         return VisionLanguageStrategy(projector=selection, name=name)
     return Strategy(built["scheduler"], built["scorer"], built["reducer"], positions=positions, name=name, config=config)
