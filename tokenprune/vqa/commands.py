@@ -146,7 +146,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def render_eval(result: dict[str, Any]) -> str:
-    """One table per dataset: strategy, budget, accuracy, FLOPs share, mean visual tokens per layer."""
+    """One table per dataset: strategy, budget, accuracy, FLOPs share, mean visual tokens per layer.
+
+    Under each table, dense accuracy by question kind (colour, shape, yes/no), when the runs carry it.
+    """
     from ..cli import format_table
 
     out = []
@@ -159,6 +162,10 @@ def render_eval(result: dict[str, Any]) -> str:
                          f"{tokens:.1f}"])  # fmt: skip
         n = next(r["questions"] for r in result["runs"] if r["dataset"] == dataset)
         out.append(f"{dataset} test ({n} questions)\n{format_table(rows)}")
+        dense = next((r for r in result["runs"] if r["dataset"] == dataset and r["strategy"] == "dense"), None)
+        if dense is not None and dense.get("by_kind"):
+            parts = [f"{k} {100 * v['accuracy']:.1f}% of {v['questions']}" for k, v in dense["by_kind"].items()]
+            out[-1] += "\n  dense by question kind: " + ", ".join(parts)
     for s in result.get("skipped", []):
         out.append(f"skipped {s['strategy']} {s['value']}: {s['reason']}")
     return "\n\n".join(out)

@@ -20,12 +20,29 @@ from PIL import Image
 
 from . import grid_shapes
 
-__all__ = ["Example", "Split", "DATASETS", "load_split", "IMAGE_PX"]
+__all__ = ["Example", "Split", "DATASETS", "QUESTION_KINDS", "question_kind", "load_split", "grid_scenes", "IMAGE_PX"]
 
 IMAGE_PX = grid_shapes.IMAGE_PX
 """Side of every split's images in pixels (60; easy-VQA's 64 px images are downsampled to it)."""
 DATASETS = ("easy-vqa", "grid-shapes")
 """The dataset names `load_split` accepts, in the order the CLI runs them (``--dataset all``)."""
+QUESTION_KINDS = ("color", "shape", "yes/no")
+"""The kinds `question_kind` returns, in the order reports list them."""
+_SHAPE_ANSWERS = frozenset({"circle", "rectangle", "triangle", "square"})
+
+
+def question_kind(answer: str) -> str:
+    """``"yes/no"``, ``"shape"`` or ``"color"``: what a question asks, read off its answer word.
+
+    Both sets' answers say it unambiguously (a shape name, yes/no, or otherwise a colour), so
+    per-kind accuracy needs no question parsing; it separates what a model reads from the image
+    (e.g. colour but not shape) from what the overall accuracy averages away.
+    """
+    if answer in ("yes", "no"):
+        return "yes/no"
+    return "shape" if answer in _SHAPE_ANSWERS else "color"
+
+
 GRID_SPLITS = {"train": (0, 8000, 18), "test": (1, 1000, 2)}  # seed, images, questions per image (at most)
 
 
@@ -102,15 +119,32 @@ def _easy_vqa(split: str) -> Split:
     return Split("easy-vqa", split, images, [row[i] for i in image_ids], list(questions), list(answers))
 
 
-def _grid_shapes(split: str) -> Split:
+@functools.lru_cache(maxsize=None)
+def _grid_generated(split: str) -> tuple[tuple[grid_shapes.GridScene, ...], Split]:
+    if split not in GRID_SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use 'train' or 'test'.")
     seed, n_images, per_image = GRID_SPLITS[split]
     rng = np.random.default_rng(seed)
-    images, index, questions, answers = [], [], [], []
+    scenes, images, index, questions, answers = [], [], [], [], []
     for i in range(n_images):
         scene = grid_shapes.make_scene(rng)
+        scenes.append(scene)
         images.append(_to_tensor(grid_shapes.render(scene)))
         for q, a in grid_shapes.questions(scene, rng, per_image):
             index.append(i)
             questions.append(q)
             answers.append(a)
-    return Split("grid-shapes", split, torch.stack(images), index, questions, answers)
+    return tuple(scenes), Split("grid-shapes", split, torch.stack(images), index, questions, answers)
+
+
+def _grid_shapes(split: str) -> Split:
+    return _grid_generated(split)[1]
+
+
+def grid_scenes(split: str) -> tuple[grid_shapes.GridScene, ...]:
+    """The scenes behind ``load_split("grid-shapes", split)``, image for image (the generator's ground truth).
+
+    Raises:
+        ValueError: unknown split.
+    """
+    return _grid_generated(split)[0]

@@ -16,7 +16,7 @@ from typing import Any
 from ..api import pruned
 from ..errors import TokenpruneError
 from ..registry import get_registry
-from .datasets import Split
+from .datasets import QUESTION_KINDS, Split, question_kind
 from .model import TinyVQA
 
 __all__ = ["BUDGET_OPTION_NAMES", "DEFAULT_BUDGETS", "budget_option", "evaluate_split", "sweep", "plot_sweep",
@@ -74,10 +74,12 @@ def evaluate_split(
     Returns:
         ``accuracy``, ``correct``, ``questions``, and ``flops_fraction``: pruned / dense visual-token
         FLOPs (paper convention) summed over every forward (1.0 for dense), ``visual_tokens``: the
-        mean visual tokens per layer.
+        mean visual tokens per layer, ``by_kind``: ``{kind: {"accuracy", "correct", "questions"}}``
+        per `tokenprune.vqa.datasets.question_kind` (colour, shape, yes/no).
     """
     n = len(split) if limit is None else min(limit, len(split))
     correct, flops, dense, per_layer = 0, 0.0, 0.0, None
+    kinds: dict[str, list[int]] = {}
     for idx in _batches(n, batch_size):
         images = split.images[[split.image_index[i] for i in idx]]
         questions = [split.questions[i] for i in idx]
@@ -89,6 +91,10 @@ def evaluate_split(
                 answers = vqa.answer(images, questions)
                 stats = _llm_visual_flops(vqa.model, handle, len(idx))
         correct += sum(a == split.answers[i] for a, i in zip(answers, idx))
+        for a, i in zip(answers, idx):
+            tally = kinds.setdefault(question_kind(split.answers[i]), [0, 0])
+            tally[0] += a == split.answers[i]
+            tally[1] += 1
         if stats is not None:
             flops += stats[0]
             dense += stats[1]
@@ -102,6 +108,8 @@ def evaluate_split(
         "accuracy": correct / max(n, 1), "correct": correct, "questions": n,
         "flops_fraction": flops / dense if dense else 1.0,
         "visual_tokens": [v / n for v in per_layer] if per_layer else [float(n_visual)] * layers,
+        "by_kind": {k: {"accuracy": kinds[k][0] / kinds[k][1], "correct": kinds[k][0], "questions": kinds[k][1]}
+                    for k in QUESTION_KINDS if k in kinds},
     }  # fmt: skip
 
 

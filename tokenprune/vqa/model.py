@@ -191,7 +191,8 @@ class TinyVQA:
     @torch.inference_mode()
     def next_token_logits(self, images: torch.Tensor, questions: list[str]) -> torch.Tensor:
         """``(B, vocab)`` logits of the first answer token (one prefill forward)."""
-        inputs = self.encode(images, questions)
+        device = next(self.model.parameters()).device
+        inputs = {k: v.to(device) for k, v in self.encode(images, questions).items()}
         return self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1].float()
 
     def answer(self, images: torch.Tensor, questions: list[str]) -> list[str]:

@@ -1,0 +1,69 @@
+"""Attribute labels for the tiny model's tower pretraining: they must agree with the questions' answers."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("easy_vqa")
+
+from tokenprune.vqa import attributes, grid_shapes  # noqa: E402
+from tokenprune.vqa.datasets import grid_scenes, load_split  # noqa: E402
+
+
+def test_easy_vqa_labels_agree_with_every_yes_no_question():
+    split = load_split("easy-vqa", "test")
+    shape, colour = attributes.easy_vqa_attributes(split)
+    assert shape.shape == colour.shape == (len(split.images),)
+    assert (shape >= 0).float().mean() > 0.85 and (colour >= 0).float().mean() > 0.85
+    checked = 0
+    for q, a, i in zip(split.questions, split.answers, split.image_index):
+        if a not in ("yes", "no") or shape[i] < 0 or colour[i] < 0:
+            continue
+        negated = bool(re.search(r"\bnot\b|\bno\b", q))
+        named_shape = next((s for s in attributes.EASY_SHAPES if s in q), None)
+        named_colour = next((c for c in attributes.EASY_COLORS if c in q), None)
+        present = True
+        if named_shape is not None:
+            present &= attributes.EASY_SHAPES[shape[i]] == named_shape
+        if named_colour is not None:
+            present &= attributes.EASY_COLORS[colour[i]] == named_colour
+        assert (a == "yes") == (present != negated), (q, a, i)
+        checked += 1
+    assert checked > 5000
+
+
+def test_grid_labels_agree_with_the_questions():
+    split = load_split("grid-shapes", "test")
+    shape, colour = attributes.grid_attributes("test")
+    assert shape.shape == (1000, 9)
+    where = {p: c for c, p in enumerate(grid_shapes.POSITIONS)}
+    for q, a, i in zip(split.questions, split.answers, split.image_index):
+        cell = where[re.search(r"in the (.+)\?$", q).group(1)]
+        if q.startswith("what shape"):
+            assert attributes.GRID_SHAPES[shape[i, cell]] == a
+        elif q.startswith("what color"):
+            assert attributes.GRID_COLORS[colour[i, cell]] == a
+        else:
+            assert (shape[i, cell] > 0) == (a == "yes") and (colour[i, cell] > 0) == (a == "yes")
+
+
+def test_grid_scenes_render_the_split_images():
+    split, scenes = load_split("grid-shapes", "test"), grid_scenes("test")
+    assert len(scenes) == len(split.images)
+    for i in (0, 517, 999):
+        image = torch.from_numpy(np.asarray(grid_shapes.render(scenes[i]))).permute(2, 0, 1)
+        assert torch.equal(image, split.images[i])
+    with pytest.raises(ValueError, match="Unknown split"):
+        grid_scenes("validation")
+
+
+def test_cell_of_patches_covers_the_3x3_grid():
+    cells = attributes.cell_of_patches(60, 6)
+    assert cells.shape == (100,)
+    assert torch.bincount(cells).tolist() == [9, 12, 9, 12, 16, 12, 9, 12, 9]
+    assert cells.view(10, 10)[0].tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+    assert cells.view(10, 10)[:, 0].tolist() == [0, 0, 0, 3, 3, 3, 3, 6, 6, 6]
