@@ -31,7 +31,7 @@ from tokenprune.vqa.model import TinyVQA, build_config, build_tokenizer, pixel_v
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="tokenprune/assets/tiny-vqa-llava")
-    p.add_argument("--steps", type=int, default=2800, help="VQA-stage steps (after the tower pretraining)")
+    p.add_argument("--steps", type=int, default=3000, help="VQA-stage steps (after the tower pretraining)")
     p.add_argument("--batch", type=int, default=32, help="images per step (half from each dataset)")
     p.add_argument("--turns", type=int, default=16, help="questions per image per step (multi-turn rows)")
     p.add_argument("--lr", type=float, default=7e-4, help="VQA-stage peak learning rate")
@@ -54,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pretrain-lr", type=float, default=2e-3)
     p.add_argument("--aux-weight", type=float, default=0.0,
                    help="weight of the shape/colour head loss during the VQA stage (0: heads only in pretraining)")
+    p.add_argument("--shared-turns", action="store_true",
+                   help="let later turns of a row attend to earlier ones (default: each turn sees only the image and "
+                        "itself, exactly the single-question inference prompt)")
     p.add_argument("--device", default="cpu")
     return p.parse_args()
 
@@ -210,7 +213,7 @@ def main() -> None:
                 pick = torch.randperm(len(qs), generator=gen)[: args.turns].tolist()
                 images.append(split.images[i])
                 dialogues.append([(split.questions[qs[j]], split.answers[qs[j]]) for j in pick])
-        batch = {k: v.to(args.device) for k, v in vqa.encode_dialogues(torch.stack(images), dialogues).items()}
+        batch = {k: v.to(args.device) for k, v in vqa.encode_dialogues(torch.stack(images), dialogues, isolate_turns=not args.shared_turns).items()}
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(**batch, use_cache=False).loss
             if args.aux_weight:

@@ -15,7 +15,7 @@ import torch
 
 from tokenprune.cli import main
 from tokenprune.vqa.datasets import load_split
-from tokenprune.vqa.evaluate import budget_option, evaluate_split
+from tokenprune.vqa.evaluate import budget_option, evaluate_split, summary_table
 from tokenprune.vqa.model import ASSET_DIR, NUM_PATCHES, load_tiny_vqa
 
 pytest.importorskip("easy_vqa")
@@ -85,8 +85,19 @@ def test_eval_cli_writes_json_and_plot(tmp_path):
         dense = next(r for r in runs if r["dataset"] == d and r["strategy"] == "dense")
         keep = next(r for r in runs if r["dataset"] == d and r["value"] == 1.0)
         assert keep["accuracy"] == dense["accuracy"]
+        cut = next(r for r in runs if r["dataset"] == d and r["value"] == 0.3)
+        # the budget is solved on the tiny model's own 6 layers, so the promise holds on it
+        assert cut["options"]["reference"] == str(ASSET_DIR)
+        assert cut["flops_fraction"] == pytest.approx(0.3, abs=0.02)
+        assert sum(k["questions"] for k in dense["by_kind"].values()) == 16
+        assert sum(k["correct"] for k in dense["by_kind"].values()) == dense["correct"]
     assert png.stat().st_size > 5000
     assert "grid-shapes test (16 questions)" in out and "budget_flops=0.3" in out
+    table = summary_table(data, targets=(0.3,)).splitlines()
+    assert table[0] == "| strategy | easy-vqa @ ~30% | grid-shapes @ ~30% |"
+    cut = {d: next(r for r in runs if r["dataset"] == d and r["value"] == 0.3) for d in ("easy-vqa", "grid-shapes")}
+    assert table[3] == "| pyramiddrop | " + " | ".join(
+        f"{100 * r['accuracy']:.1f}% ({100 * r['flops_fraction']:.0f}%)" for r in cut.values()) + " |"
 
 
 def test_eval_cli_fixed_strategy_options(tmp_path):
@@ -96,8 +107,21 @@ def test_eval_cli_fixed_strategy_options(tmp_path):
                       "--option", "sparsevlm.layer_list=[1,2,4]", "--json", str(js)])  # fmt: skip
     assert code == 0, out
     runs = [r for r in json.loads(js.read_text())["runs"] if r["strategy"] == "sparsevlm"]
-    assert len(runs) == 2 and all(r["options"] == {"layer_list": [1, 2, 4], "budget_flops": 0.5} for r in runs)
-    assert all(r["flops_fraction"] < 1.0 for r in runs)
+    expected = {"reference": str(ASSET_DIR), "layer_list": [1, 2, 4], "budget_flops": 0.5}
+    assert len(runs) == 2 and all(r["options"] == expected for r in runs)
+    assert all(r["flops_fraction"] == pytest.approx(0.5, abs=0.03) for r in runs)
+    assert "dense by question kind: color" in out
+
+
+def test_eval_budget_reference_can_be_the_default_preset(tmp_path):
+    """--option NAME.reference=llava-1.5-7b solves on 32 layers: on 6 layers the FLOPs share then differs."""
+    js = tmp_path / "eval.json"
+    code, out = _run(["eval", "--limit", "8", "--budgets", "0.25", "--strategy", "pyramiddrop", "--no-progress",
+                      "--dataset", "grid-shapes", "--option", "pyramiddrop.reference=llava-1.5-7b", "--json", str(js)])  # fmt: skip
+    assert code == 0, out
+    run = next(r for r in json.loads(js.read_text())["runs"] if r["strategy"] == "pyramiddrop")
+    assert run["options"]["reference"] == "llava-1.5-7b"
+    assert run["flops_fraction"] < 0.2  # λ solved for 32 layers keeps no visual token after layer 1 of 6
 
 
 def test_eval_cli_rejects_bad_input(capsys):

@@ -98,13 +98,15 @@ def test_batch_invariance(model, name):
 
 
 def test_visionzip_without_contextual_tokens_is_cls_attention_top_k(model):
-    """Its dominant tokens are exactly the [CLS]-attention top-k of the projector stage."""
+    """Its dominant tokens are exactly the [CLS]-attention top-k of the projector stage (the default
+    ``scorer="auto"`` and ``"cls"`` alike: the CLIP tower has a class token)."""
     inputs = tm.llava_inputs(model, "mixed")
     topk = VisionLanguageStrategy(projector=ProjectorSelection(0.5, QueryAttentionScorer(), TopKDrop()))
     with tokenprune.pruned(model, topk):
         ref = model(**inputs).logits
-    with tokenprune.pruned(model, _build("visionzip", contextual=0.0)):
-        assert torch.equal(model(**inputs).logits, ref)
+    for scorer in ("auto", "cls"):
+        with tokenprune.pruned(model, _build("visionzip", contextual=0.0, scorer=scorer)):
+            assert torch.equal(model(**inputs).logits, ref)
     with tokenprune.pruned(model, _build("visionzip")):
         assert not torch.equal(model(**inputs).logits, ref)  # contextual tokens change what the LLM sees
 

@@ -463,3 +463,17 @@ def test_beam_search_and_several_sequences_per_prompt(models):
         assert handle.tokens_per_layer()["projector"] == [4, 4, 4, 6, 4, 6]  # each image twice, in row order
         beams = model.generate(**inputs, max_new_tokens=NEW_TOKENS, num_beams=3, do_sample=False)
     assert twice.shape[0] == 6 and beams.shape == greedy.shape
+
+
+def test_visionzip_default_scorer_uses_received_attention_on_a_tower_without_cls(models):
+    """``scorer="auto"`` (the default) picks the attention each merged token receives on Qwen (no [CLS])."""
+    model = models["qwen2_vl"]
+    inputs = _inputs(model)
+    with tokenprune.pruned(model, get_registry().build("visionzip", ratio=0.5, contextual=0.25, scorer="received")):
+        ref = model(**inputs).logits
+    with tokenprune.pruned(model, get_registry().build("visionzip", ratio=0.5, contextual=0.25)) as handle:
+        assert torch.equal(model(**inputs).logits, ref)
+        assert handle.tokens_per_layer()["projector"] == [8, 8, 12]
+    with tokenprune.pruned(model, get_registry().build("visionzip", ratio=0.5, scorer="cls")):
+        with pytest.raises(UnsupportedFeatureError, match="no class token"):
+            model(**inputs)

@@ -4,7 +4,10 @@ Papers compare methods "at 192 / 128 / 64 tokens" on LLaVA-1.5-7B (576 visual to
 the *average number of visual tokens per decoder layer*. A strategy is a one-parameter family of
 schedules (PyramidDrop: λ; FastV: the kept share after layer K; ...); the solver finds the parameter
 whose schedule, on a reference model, averages the budget. The result is a ratio, so the same solved
-strategy then runs on any model.
+strategy then runs on any model. The reference is LLaVA-1.5-7B unless ``reference`` names another
+preset or a local model (its directory or ``config.json``): with the model's own path the budget
+holds on that model's depth, which matters for shallow models (on 6 layers, PyramidDrop's λ solved
+for 32 layers runs a different share of the FLOPs).
 
 Two budget forms:
 
@@ -19,6 +22,7 @@ PyramidDrop with drops after layers 2, 8, 16, 24 this reproduces the community's
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,8 +77,16 @@ def budget_flops_field() -> Any:
 
 
 def reference_field() -> Any:
-    """The ``reference`` option: the cost-model preset a budget is stated for."""
-    return Field(REFERENCE, description="Cost-model preset the budget is stated for (tokenprune.cost.PRESETS).")
+    """The ``reference`` option: the model a budget is stated for (a preset, or a local model path).
+
+    A local path (a model directory or its ``config.json``) makes the solve depth-aware: the budget
+    then holds on that model itself, not on LLaVA-1.5-7B's 32 layers.
+    """
+    return Field(
+        REFERENCE,
+        description="Model the budget is stated for: a cost-model preset (tokenprune.cost.PRESETS) or a local "
+        "model directory / config.json, whose own depth and widths the budget is then solved on.",
+    )
 
 
 def average_tokens(layers: Sequence[int], ratios: Sequence[float], num_layers: int, num_visual: float) -> float:
@@ -118,13 +130,13 @@ class Budget:
 
     @property
     def dims(self) -> ModelDims:
-        """Dimensions of the reference preset (a clear error for an unknown preset name)."""
-        try:
-            dims = ModelDims.preset(self.reference)
-        except KeyError as exc:
-            raise BudgetError(str(exc.args[0])) from None
+        """Dimensions of the reference: a preset, or a local model's config (a clear error otherwise)."""
+        dims = _reference_dims(self.reference)
         if not dims.visual_tokens:
-            raise BudgetError(f"Reference preset {self.reference!r} has no default visual-token count.")
+            raise BudgetError(
+                f"Reference {self.reference!r} has no default visual-token count (its config has no "
+                "image_seq_length); use a preset or a model whose config states it."
+            )
         return dims
 
     def measure(self, layers: Sequence[int], ratios: Sequence[float]) -> float:
@@ -143,6 +155,15 @@ class Budget:
         """The budget in words, for error messages."""
         unit = "visual tokens per layer" if self.tokens is not None else "of the dense FLOPs"
         return f"{self.target:g} {unit} on {self.reference}"
+
+
+@functools.lru_cache(maxsize=32)
+def _reference_dims(reference: str) -> ModelDims:
+    # cached: the solver measures a schedule a few hundred times, and a path reference reads a file
+    try:
+        return ModelDims.load(reference)
+    except ValueError as exc:
+        raise BudgetError(f"Budget reference: {exc}") from None
 
 
 def solve(family: Family, budget: Budget, lo: float = 0.0, hi: float = 1.0, what: str = "parameter") -> float:

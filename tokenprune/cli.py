@@ -275,31 +275,15 @@ def load_dims(model: str) -> tuple[Any, str]:
     """`ModelDims` of a preset name, or of a local ``config.json`` (file or directory), and where they came from.
 
     Local paths are read with ``AutoConfig.from_pretrained(..., local_files_only=True)``: nothing is
-    downloaded.
+    downloaded (`tokenprune.cost.ModelDims.load`).
     """
     from .cost import PRESETS, ModelDims
 
-    if model.lower() in PRESETS:
-        return ModelDims.preset(model), "preset"
-    path = Path(model).expanduser()
-    if not path.exists():
-        raise CliError(
-            f"--model {model!r} is neither a preset ({', '.join(PRESETS)}) nor an existing local path "
-            "(a directory with config.json, or a config.json file)."
-        )
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise CliError(f"{path} has no config.json; point --model at a model directory or a config.json file.")
-    from transformers import AutoConfig
-
     try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    except (ValueError, OSError, KeyError, TypeError) as exc:  # unknown model_type, broken JSON, ...
-        raise CliError(f"Could not read a transformers config from {path}: {exc}") from None
-    try:
-        dims = ModelDims.from_config(config, name=path.parent.name if path.is_file() else path.name)
+        dims = ModelDims.load(model)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
-    return dims, str(path)
+        raise CliError(f"--model: {exc}") from None
+    return dims, "preset" if model.lower() in PRESETS else str(Path(model).expanduser())
 
 
 def flops_report(

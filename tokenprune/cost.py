@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .schedule import Schedule
@@ -187,6 +188,34 @@ class ModelDims:
         if key not in PRESETS:
             raise KeyError(f"Unknown model preset {name!r}. Known presets: {', '.join(PRESETS)}.")
         return PRESETS[key]
+
+    @classmethod
+    def load(cls, model: str) -> ModelDims:
+        """A preset by name, or the dims of a local ``config.json`` (a file, or a model directory holding one).
+
+        Local paths are read with ``AutoConfig.from_pretrained(..., local_files_only=True)``: nothing is
+        downloaded.
+
+        Raises:
+            ValueError: neither a preset nor a readable local config (the message lists the presets).
+        """
+        if model.lower() in PRESETS:
+            return cls.preset(model)
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise ValueError(
+                f"{model!r} is neither a model preset ({', '.join(PRESETS)}) nor an existing local path "
+                "(a directory with config.json, or a config.json file)."
+            )
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise ValueError(f"{path} has no config.json; point at a model directory or a config.json file.")
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        except (ValueError, OSError, KeyError, TypeError) as exc:  # unknown model_type, broken JSON, ...
+            raise ValueError(f"Could not read a transformers config from {path}: {exc}") from None
+        return cls.from_config(config, name=path.parent.name if path.is_file() else path.name)
 
     @classmethod
     def from_config(cls, config: Any, name: str | None = None) -> ModelDims:

@@ -36,7 +36,8 @@ def add_subcommands(sub: Any) -> None:
         description="Answer the easy-VQA and Grid-Shapes test questions with the shipped tiny LLaVA, dense and with "
         "every registered strategy at each value of its budget option (e.g. pyramiddrop's ratio), batched, with a "
         "progress bar. Prints accuracy and the measured share of dense visual-token FLOPs (paper convention); "
-        "--json and --plot write the numbers and the accuracy-vs-FLOPs curves.",
+        "--json and --plot write the numbers and the accuracy-vs-FLOPs curves. FLOPs budgets (budget_flops) are "
+        "solved on the evaluated model's own depth (--option NAME.reference=llava-1.5-7b restores the default).",
     )
     _common(ev, _at_least)
     ev.add_argument("--strategy", action="append", metavar="NAME", help="only these strategies (repeatable; default: all)")
@@ -130,8 +131,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise CliError(f"--option needs STRATEGY.KEY=VALUE (e.g. sparsevlm.layer_list=[1,2,4]); got {key!r}.")
         fixed.setdefault(registry.strategy(name).name, {})[field] = value
     vqa = _load(args)
+    from .model import ASSET_DIR
+
+    # FLOPs budgets are solved on the evaluated model itself (its depth), not on LLaVA-1.5-7B
+    reference = str(args.model or ASSET_DIR)
     result = sweep(vqa, _splits(args.dataset), args.strategy, budgets, args.batch_size, args.limit,
-                   show_progress=not args.no_progress, fixed_options=fixed)  # fmt: skip
+                   show_progress=not args.no_progress, fixed_options=fixed, reference=reference)  # fmt: skip
     result["model"] = str(args.model or "shipped tiny-vqa-llava")
     print(render_eval(result))
     if args.json:

@@ -20,7 +20,7 @@ from .datasets import QUESTION_KINDS, Split, question_kind
 from .model import TinyVQA
 
 __all__ = ["BUDGET_OPTION_NAMES", "DEFAULT_BUDGETS", "budget_option", "evaluate_split", "sweep", "plot_sweep",
-           "at_flops", "markdown_table"]  # fmt: skip
+           "at_flops", "markdown_table", "summary_table"]  # fmt: skip
 
 BUDGET_OPTION_NAMES = ("budget_flops", "ratio", "keep_ratio", "retain_ratio", "keep", "budget")
 """Config fields tried, in order, as a strategy's budget knob (after an explicit ``budget_option``).
@@ -145,11 +145,17 @@ def sweep(
     limit: int | None = None,
     show_progress: bool = True,
     fixed_options: dict[str, dict[str, Any]] | None = None,
+    reference: str | None = None,
 ) -> dict[str, Any]:
     """Dense plus every strategy (default: all registered) at every budget, on every split.
 
     ``fixed_options`` adds options to every run of a strategy (by name), e.g. layers that fit a
     shallow model: ``{"sparsevlm": {"layer_list": [1, 2, 4]}}``.
+
+    ``reference`` (a local model path, or a preset) is the model a ``budget`` / ``budget_flops`` is
+    solved on, for every strategy that takes a ``reference`` option; pass the evaluated model's own
+    path so the promised FLOPs share holds on it (``tokenprune eval`` does). ``None`` keeps each
+    strategy's default (LLaVA-1.5-7B). A ``reference`` in ``fixed_options`` wins.
 
     Returns:
         ``{"runs": [{dataset, strategy, option, value, options, accuracy, flops_fraction, ...}],
@@ -162,13 +168,16 @@ def sweep(
     names = list(strategies) if strategies is not None else sorted(registry.strategies)
     plan: list[tuple[str, str | None, float | None]] = [("dense", None, None)]
     skipped: list[dict[str, Any]] = []
-    fixed_options = fixed_options or {}
+    fixed_options = dict(fixed_options or {})
     for name in names:
         option = budget_option(name)
         if option is None:
             skipped.append({"strategy": name, "value": None, "reason": "no budget option found"})
             plan.append((name, None, None))
             continue
+        if reference is not None and option in ("budget", "budget_flops"):
+            if "reference" in registry.strategy(name).config_cls.model_fields:
+                fixed_options[name] = {"reference": reference, **fixed_options.get(name, {})}
         for value in budgets:
             try:
                 registry.build(name, **{**fixed_options.get(name, {}), option: value})
@@ -248,4 +257,29 @@ def markdown_table(result: dict[str, Any]) -> str:
             r = next((r for r in runs if r["dataset"] == d and (r["strategy"], r["option"], r["value"]) == (name, option, value)), None)
             cells += ["", ""] if r is None else [f"{100 * r['accuracy']:.1f}%", f"{100 * r['flops_fraction']:.1f}%"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_table(result: dict[str, Any], targets: Sequence[float] = (0.5, 0.25)) -> str:
+    """Markdown: dense, then each strategy's run closest to each FLOPs share in ``targets`` (`at_flops`).
+
+    A cell reads ``accuracy (measured share)``; the share is given because the budget grid only
+    approximates the target.
+    """
+    runs = result["runs"]
+    datasets = list(dict.fromkeys(r["dataset"] for r in runs))
+    head = ["strategy", *(f"{d} @ ~{100 * t:.0f}%" for d in datasets for t in targets)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    dense = {r["dataset"]: r for r in runs if r["strategy"] == "dense"}
+    cells = []
+    for d in datasets:
+        cells += [f"{100 * dense[d]['accuracy']:.1f}% (100%)" if d in dense else ""] + [""] * (len(targets) - 1)
+    lines.append("| dense | " + " | ".join(cells) + " |")
+    for name in sorted({r["strategy"] for r in runs} - {"dense"}):
+        cells = []
+        for d in datasets:
+            for t in targets:
+                r = at_flops(runs, d, name, t)
+                cells.append("" if r is None else f"{100 * r['accuracy']:.1f}% ({100 * r['flops_fraction']:.0f}%)")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -152,26 +152,40 @@ class TinyVQA:
             del out["labels"]
         return out
 
-    def encode_dialogues(self, images: torch.Tensor, dialogues: list[list[tuple[str, str]]]) -> dict:
+    def encode_dialogues(
+        self, images: torch.Tensor, dialogues: list[list[tuple[str, str]]], isolate_turns: bool = False
+    ) -> dict:
         """Training batch of multi-turn rows ``[BOS] <image>... q1 a1 [EOS] q2 a2 [EOS] ...`` (left-padded).
 
         ``labels`` mark every answer word and its ``[EOS]``. Several questions about one image share
         the cost of its 100 visual tokens (LLaVA's own training data is multi-turn the same way); the
         first turn is exactly the single-question inference prompt.
+
+        With ``isolate_turns``, every turn sees only ``[BOS]``, the image and itself: the attention
+        mask is 4-D (``(B, 1, T, T)``, True = attend) and each turn's positions restart where the
+        image ends, so each turn is exactly the single-question inference prompt. Without it a
+        later turn can read an earlier answer ("what color is the shape? red ... is there a red
+        shape?") instead of the image, a shortcut that inference never offers.
         """
-        rows, targets = [], []
+        rows, targets, turn_of = [], [], []
         eos = self.tokenizer.eos_token_id
         for turns in dialogues:
             row = [self.tokenizer.bos_token_id, *[self.image_id] * NUM_PATCHES]
             tgt = [-100] * len(row)
-            for question, answer in turns:
+            turn = [0] * len(row)
+            for j, (question, answer) in enumerate(turns, start=1):
                 q = self.tokenizer(question, add_special_tokens=False)["input_ids"]
                 a = [*self.tokenizer(answer, add_special_tokens=False)["input_ids"], eos]
                 row += q + a
                 tgt += [-100] * len(q) + a
+                turn += [j] * (len(q) + len(a))
             rows.append(row)
             targets.append(tgt)
-        return self._pad(images, rows, targets)
+            turn_of.append(turn)
+        out = self._pad(images, rows, targets)
+        if isolate_turns:
+            out["attention_mask"], out["position_ids"] = _isolated_turns(turn_of, out["input_ids"].shape[1])
+        return out
 
     def _pad(self, images: torch.Tensor, rows: list[list[int]], targets: list[list[int]]) -> dict:
         width = max(len(r) for r in rows)
@@ -199,6 +213,25 @@ class TinyVQA:
         """Greedy one-word answers (the argmax first answer token, decoded)."""
         ids = self.next_token_logits(images, questions).argmax(-1).tolist()
         return self.tokenizer.convert_ids_to_tokens(ids)
+
+
+def _isolated_turns(turn_of: list[list[int]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4-D mask and positions for left-padded rows whose turns see only the shared prefix (turn 0) and themselves."""
+    turn = torch.full((len(turn_of), width), -1, dtype=torch.long)  # -1: padding
+    for b, t in enumerate(turn_of):
+        turn[b, width - len(t) :] = torch.tensor(t)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    real = turn >= 0
+    same = (turn[:, :, None] == turn[:, None, :]) | (turn[:, None, :] == 0)
+    mask = causal & same & real[:, :, None] & real[:, None, :]
+    mask |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no all-masked row)
+    prefix = (turn == 0).sum(1, keepdim=True)
+    start = torch.zeros_like(turn)  # each token's offset within its turn (or its index in the prefix)
+    for b in range(len(turn_of)):
+        for j in turn[b].unique().tolist():
+            cols = (turn[b] == j).nonzero().squeeze(1)
+            start[b, cols] = torch.arange(len(cols)) + (prefix[b, 0] if j > 0 else 0)
+    return mask[:, None], start.masked_fill(~real, 0)
 
 
 def load_tiny_vqa(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> TinyVQA:
