@@ -1,15 +1,27 @@
 """Train the tiny VQA LLaVA shipped in ``tokenprune/assets/tiny-vqa-llava`` (CPU, from scratch, seeded).
 
 A stock `LlavaForConditionalGeneration` (CLIP vision tower 60 px / 6 px patches = 100 visual
-tokens, MLP projector, 6-layer Llama text stack) learns easy-VQA and Grid-Shapes together: each
-step takes half its images from each training split, each image with up to ``--turns`` of its
-questions as one multi-turn row (``q1 a1 [EOS] q2 a2 [EOS] ...``, as LLaVA's conversations). The loss
-covers only the answer words and their ``[EOS]``. The word-level tokenizer is built from the questions and answers of both training
-splits and saved with the model.
+tokens, MLP projector, 6-layer Llama text stack) is trained in two stages:
 
-Usage (the shipped checkpoint; see its MODEL_CARD.md for the time it took)::
+1. **Tower pretraining** (``--pretrain-steps``): the vision tower alone, with linear shape and colour
+   heads on its projector-input features (per image for easy-VQA, per grid cell for Grid-Shapes;
+   labels from the training data, `tokenprune.vqa.attributes`). LLaVA starts from a pretrained
+   CLIP; trained only through the answer loss, this tower learned colour but never shape.
+2. **VQA** (``--steps``): everything, on easy-VQA and Grid-Shapes together. Each step takes half its
+   images from each training split, each image with up to ``--turns`` of its questions as one
+   multi-turn row (``q1 a1 [EOS] q2 a2 [EOS] ...``); every turn attends only to the image and itself
+   (a 4-D mask; positions restart after the image), so each turn is exactly the single-question
+   inference prompt and no answer can be read off an earlier turn. Each easy-VQA row also gets
+   ``--balanced-yes-no`` generated yes/no questions about its image, half true and half false: the
+   dataset's own are mostly "no" for "is there a <colour> shape?", an answer the wording alone gives.
+   The loss covers only the answer words and their ``[EOS]``.
 
-    python examples/train_tiny_vqa.py --out tokenprune/assets/tiny-vqa-llava
+The word-level tokenizer is built from the questions and answers of both training splits and saved
+with the model; the heads are discarded.
+
+Usage (the defaults reproduce the shipped checkpoint; its MODEL_CARD.md gives the time it took)::
+
+    python examples/train_tiny_vqa.py --out tokenprune/assets/tiny-vqa-llava --threads 2
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from tokenprune.vqa.model import TinyVQA, build_config, build_tokenizer, pixel_v
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="tokenprune/assets/tiny-vqa-llava")
-    p.add_argument("--steps", type=int, default=3000, help="VQA-stage steps (after the tower pretraining)")
+    p.add_argument("--steps", type=int, default=2200, help="VQA-stage steps (after the tower pretraining)")
     p.add_argument("--batch", type=int, default=32, help="images per step (half from each dataset)")
     p.add_argument("--turns", type=int, default=16, help="questions per image per step (multi-turn rows)")
     p.add_argument("--lr", type=float, default=7e-4, help="VQA-stage peak learning rate")
@@ -57,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--shared-turns", action="store_true",
                    help="let later turns of a row attend to earlier ones (default: each turn sees only the image and "
                         "itself, exactly the single-question inference prompt)")
+    p.add_argument("--balanced-yes-no", type=int, default=4, metavar="K",
+                   help="extra yes/no questions per easy-VQA image and step, half true and half false "
+                        "(tokenprune.vqa.attributes.balanced_yes_no); 0: the dataset's questions only")
     p.add_argument("--device", default="cpu")
     return p.parse_args()
 
@@ -203,6 +218,8 @@ def main() -> None:
             groups_[i].append(q)
         by_image.append(groups_)
     half = args.batch // 2
+    templates = attributes.yes_no_templates(train[0])
+    easy_shape, easy_colour = attributes.easy_vqa_attributes(train[0])
     for step in range(1, args.steps + 1):
         images, dialogues, picked = [], [], []
         for split, groups_ in zip(train, by_image):
@@ -213,7 +230,11 @@ def main() -> None:
                 pick = torch.randperm(len(qs), generator=gen)[: args.turns].tolist()
                 images.append(split.images[i])
                 dialogues.append([(split.questions[qs[j]], split.answers[qs[j]]) for j in pick])
-        batch = {k: v.to(args.device) for k, v in vqa.encode_dialogues(torch.stack(images), dialogues, isolate_turns=not args.shared_turns).items()}
+                if split is train[0] and args.balanced_yes_no:
+                    dialogues[-1] += attributes.balanced_yes_no(
+                        templates, int(easy_shape[i]), int(easy_colour[i]), args.balanced_yes_no, gen)
+        encoded = vqa.encode_dialogues(torch.stack(images), dialogues, isolate_turns=not args.shared_turns)
+        batch = {k: v.to(args.device) for k, v in encoded.items()}
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(**batch, use_cache=False).loss
             if args.aux_weight:

@@ -67,3 +67,28 @@ def test_cell_of_patches_covers_the_3x3_grid():
     assert torch.bincount(cells).tolist() == [9, 12, 9, 12, 16, 12, 9, 12, 9]
     assert cells.view(10, 10)[0].tolist() == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
     assert cells.view(10, 10)[:, 0].tolist() == [0, 0, 0, 3, 3, 3, 3, 6, 6, 6]
+
+
+def test_yes_no_templates_are_read_off_the_data():
+    templates = attributes.yes_no_templates(load_split("easy-vqa", "train"))
+    assert len(templates) == 16  # 8 wordings x (colour, shape)
+    negated = {t: n for t, _, n in templates}
+    assert negated["is there a {} shape?"] is False and negated["is there not a {} shape?"] is True
+    assert negated["does the image not contain a {}?"] is True and negated["is a {} present?"] is False
+    assert {k for _, k, _ in templates} == {"shape", "color"}
+
+
+def test_balanced_yes_no_answers_are_right_and_balanced():
+    templates = attributes.yes_no_templates(load_split("easy-vqa", "train"))
+    gen = torch.Generator().manual_seed(0)
+    shape, colour = attributes.EASY_SHAPES.index("triangle"), attributes.EASY_COLORS.index("teal")
+    questions = attributes.balanced_yes_no(templates, shape, colour, 2000, gen)
+    assert len(questions) == 2000
+    for q, a in questions:
+        named = next(w for w in (*attributes.EASY_SHAPES, *attributes.EASY_COLORS) if re.search(rf"\b{w}\b", q))
+        matches = named in ("triangle", "teal")
+        negated = bool(re.search(r"\bnot\b|\bno\b", q))
+        assert (a == "yes") == (matches != negated), q
+    yes = sum(a == "yes" for _, a in questions) / len(questions)
+    assert 0.45 < yes < 0.55
+    assert attributes.balanced_yes_no(templates, -1, -1, 5, gen) == []  # unknown labels: nothing to ask

@@ -26,7 +26,7 @@ from .datasets import Split, grid_scenes
 
 __all__ = [
     "EASY_SHAPES", "EASY_COLORS", "GRID_SHAPES", "GRID_COLORS", "easy_vqa_attributes", "grid_attributes",
-    "cell_of_patches",
+    "cell_of_patches", "yes_no_templates", "balanced_yes_no",
 ]  # fmt: skip
 
 EASY_SHAPES = ("circle", "rectangle", "triangle")
@@ -88,3 +88,55 @@ def cell_of_patches(image_px: int, patch_px: int, cells: int = 3) -> torch.Tenso
     centre = torch.arange(side) * patch_px + patch_px / 2
     row = (centre * cells // image_px).long().clamp(max=cells - 1)
     return (row[:, None] * cells + row[None, :]).reshape(-1)
+
+
+def yes_no_templates(split: Split) -> list[tuple[str, str, bool]]:
+    """easy-VQA's yes/no question templates, read off a split: ``(template, "shape" | "color", negated)``.
+
+    A template is a question with its attribute word replaced by ``{}`` ("is there not a {} shape?").
+    Whether it is negated is read from the data (the answer against the image's labels), not parsed.
+
+    Raises:
+        ValueError: a template whose answers contradict each other (labels and questions disagree).
+    """
+    shape, colour = easy_vqa_attributes(split)
+    seen: dict[tuple[str, str], bool] = {}
+    for question, answer, image in zip(split.questions, split.answers, split.image_index):
+        if answer not in ("yes", "no"):
+            continue
+        for kind, names, labels, pattern in (("shape", EASY_SHAPES, shape, _SHAPE_WORD),
+                                             ("color", EASY_COLORS, colour, _COLOR_WORD)):  # fmt: skip
+            m = pattern.search(question)
+            if m is None or labels[image] < 0:
+                continue
+            template = question[: m.start()] + "{}" + question[m.end() :]
+            negated = (answer == "yes") != (names[labels[image]] == m.group(1))
+            if seen.setdefault((template, kind), negated) != negated:
+                raise ValueError(f"Template {template!r} has contradicting answers in the data.")
+    return sorted((t, k, n) for (t, k), n in seen.items())
+
+
+def balanced_yes_no(
+    templates: list[tuple[str, str, bool]], shape: int, colour: int, k: int, generator: torch.Generator
+) -> list[tuple[str, str]]:
+    """``k`` yes/no questions about an easy-VQA image with known ``shape`` / ``colour`` (class indices).
+
+    Half ask about the image's own attribute and half about another value, so "yes" and "no" are
+    equally likely whatever the template: answering them takes reading the image, where the
+    test set's own questions can largely be answered from the template alone (about 86% of "is
+    there a <colour> shape?" are "no").
+    """
+    out = []
+    for _ in range(k):
+        template, kind, negated = templates[int(torch.randint(len(templates), (1,), generator=generator))]
+        names, true = (EASY_SHAPES, shape) if kind == "shape" else (EASY_COLORS, colour)
+        if true < 0:
+            continue
+        match = bool(torch.rand((), generator=generator) < 0.5)
+        if match:
+            value = true
+        else:
+            value = int(torch.randint(len(names) - 1, (1,), generator=generator))
+            value += value >= true
+        out.append((template.format(names[value]), "yes" if match != negated else "no"))
+    return out
