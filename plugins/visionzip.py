@@ -12,7 +12,9 @@ Differences from the paper: the counts are shares of the patch grid (``ratio`` k
 (stock LLaVA drops it, and the count of kept tokens is all patches); contextual tokens stay at
 their target's position in the raster instead of being appended after the dominant ones; towers
 without [CLS] (SigLIP; Qwen2-VL / Qwen2.5-VL, where it is the attention each merged token receives
-in the tower's last block) use the attention each patch receives (``scorer="received"``).
+in the tower's last block) use the attention each patch receives. The default ``scorer="auto"``
+picks per tower: [CLS] attention where the tower has a class token, received attention where it
+has none; ``"cls"`` and ``"received"`` force one.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ from typing import Literal
 
 from pydantic import Field
 
+from torch import Tensor
+
 from ..components import ContextualMerge, QueryAttentionScorer, ReceivedAttentionScorer
 from ..composite import ProjectorSelection, VisionLanguageStrategy
 from ..hookspecs import RegisterStrategy, hookimpl
+from ..interfaces import Scorer, ScoreContext
 from .projector_budget import ProjectorBudgetConfig
 
-__all__ = ["VisionZipConfig", "build"]
+__all__ = ["VisionZipConfig", "ClassOrReceivedAttentionScorer", "build"]
 
 
 class VisionZipConfig(ProjectorBudgetConfig):
@@ -34,14 +39,41 @@ class VisionZipConfig(ProjectorBudgetConfig):
 
     ratio: float = Field(1 / 3, gt=0.0, le=1.0, description="Share of the patch tokens that reach the projector (192/576 by default).")
     contextual: float = Field(0.16, ge=0.0, lt=1.0, description="Share of the kept tokens that are contextual (30/192 in the paper).")
-    scorer: Literal["cls", "received"] = Field(
-        "cls", description='"cls": [CLS] attention (CLIP); "received": attention each patch receives (towers without [CLS]).'
+    scorer: Literal["auto", "cls", "received"] = Field(
+        "auto",
+        description='"cls": [CLS] attention (CLIP); "received": attention each patch receives (towers without '
+        '[CLS]: SigLIP, Qwen2-VL); "auto": "cls" where the tower has a class token, else "received".',
     )
+
+
+class ClassOrReceivedAttentionScorer(Scorer):
+    """[CLS] attention where the encoder block has a class token, else the attention each patch receives.
+
+    VisionZip's own rule for towers without [CLS] (SigLIP), decided per forward from the encoder
+    context, so one configuration runs on CLIP-based LLaVA and on Qwen2-VL alike.
+    """
+
+    sites = frozenset({"encoder", "projector"})
+
+    def __init__(self) -> None:
+        self._cls, self._received = QueryAttentionScorer(), ReceivedAttentionScorer()
+
+    def score(self, ctx: ScoreContext) -> Tensor:
+        in_encoder_block = getattr(ctx, "received_attention", None) is not None
+        if in_encoder_block and getattr(ctx, "num_prefix", 0) == 0:
+            return self._received.score(ctx)
+        # a class token, or no encoder attention at all (after InternVL's projector): the [CLS]
+        # scorer, which raises the clear error in the latter case
+        return self._cls.score(ctx)
+
+    def __repr__(self) -> str:
+        return "ClassOrReceivedAttentionScorer()"
 
 
 def build(config: VisionZipConfig) -> VisionLanguageStrategy:
     """Projector-side selection: [CLS]-attention dominant tokens + contextual merge."""
-    scorer = QueryAttentionScorer() if config.scorer == "cls" else ReceivedAttentionScorer()
+    scorer = {"auto": ClassOrReceivedAttentionScorer, "cls": QueryAttentionScorer,
+              "received": ReceivedAttentionScorer}[config.scorer]()  # fmt: skip
     return VisionLanguageStrategy(
         projector=ProjectorSelection(config.ratio, scorer, ContextualMerge(config.contextual)), name="visionzip"
     )
