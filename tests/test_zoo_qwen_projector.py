@@ -395,7 +395,7 @@ def test_unsupported_uses_raise_clearly(models):
     assert not hasattr(model, "tokenprune")
     with pytest.raises(UnsupportedFeatureError, match="BipartiteMerge"):
         tokenprune.wrap(model.model.visual, "tome", r=2)
-    with tokenprune.pruned(model, get_registry().build("visionzip")):  # default scorer: [CLS] attention
+    with tokenprune.pruned(model, get_registry().build("visionzip", scorer="cls")):  # forced [CLS] attention
         with pytest.raises(UnsupportedFeatureError, match="no class token"):
             model(**_inputs(model, "single"))
     qwen3 = tq.make_qwen3_vl(num_layers=2)
