@@ -74,3 +74,30 @@ def test_tokenizer_and_encoding_round_trip():
     assert batch["pixel_values"].min() == -1.0
     multi = vqa.encode_dialogues(images[:1], [[("what color is the shape?", "red"), ("is there a shape?", "red")]])
     assert (multi["labels"] != -100).sum() == 4
+
+
+def test_isolated_turns_are_each_the_single_question_prompt():
+    """With ``isolate_turns`` every turn of a multi-turn row gives the logits of its own one-question encoding."""
+    from tokenprune.vqa.model import load_tiny_vqa
+
+    vqa = load_tiny_vqa()
+    images = load_split("grid-shapes", "test").images[:2]
+    dialogues = [
+        [("what shape is in the top left?", "circle"), ("is there a shape in the center?", "yes"),
+         ("what color is the shape in the top left?", "red")],
+        [("is there a shape in the center?", "no")],
+    ]  # fmt: skip
+    batch = vqa.encode_dialogues(images, dialogues, isolate_turns=True)
+    assert batch["attention_mask"].shape == (2, 1, batch["input_ids"].shape[1], batch["input_ids"].shape[1])
+    with torch.no_grad():
+        rows = vqa.model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        for r, turns in enumerate(dialogues):
+            answers = (batch["labels"][r] != -100).nonzero().squeeze(1).view(len(turns), 2)  # answer word + [EOS]
+            for j, (question, answer) in enumerate(turns):
+                single = vqa.encode(images[r : r + 1], [question], [answer])
+                own = (single["labels"][0] != -100).nonzero().squeeze(1)
+                logits = vqa.model(**{k: v for k, v in single.items() if k != "labels"}).logits[0]
+                assert (rows[r, answers[j] - 1] - logits[own - 1]).abs().max() < 1e-4
+                assert batch["position_ids"][r, answers[j][0] - 1] == single["position_ids"][0, own[0] - 1]
+    shared = vqa.encode_dialogues(images, dialogues)  # the default: later turns see earlier ones
+    assert shared["attention_mask"].ndim == 2
