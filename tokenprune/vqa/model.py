@@ -225,13 +225,14 @@ def _isolated_turns(turn_of: list[list[int]], width: int) -> tuple[torch.Tensor,
     same = (turn[:, :, None] == turn[:, None, :]) | (turn[:, None, :] == 0)
     mask = causal & same & real[:, :, None] & real[:, None, :]
     mask |= torch.eye(width, dtype=torch.bool)  # padding rows attend to themselves (no all-masked row)
-    prefix = (turn == 0).sum(1, keepdim=True)
-    start = torch.zeros_like(turn)  # each token's offset within its turn (or its index in the prefix)
-    for b in range(len(turn_of)):
-        for j in turn[b].unique().tolist():
-            cols = (turn[b] == j).nonzero().squeeze(1)
-            start[b, cols] = torch.arange(len(cols)) + (prefix[b, 0] if j > 0 else 0)
-    return mask[:, None], start.masked_fill(~real, 0)
+    # turns are contiguous runs: a token's offset in its run is its column minus the run's first column
+    col = torch.arange(width).expand_as(turn)
+    first = torch.ones_like(real)
+    first[:, 1:] = turn[:, 1:] != turn[:, :-1]
+    offset = col - (col * first).cummax(1).values
+    prefix = (turn == 0).sum(1, keepdim=True)  # [BOS] + image: every turn continues after it
+    positions = torch.where(turn > 0, prefix + offset, offset)
+    return mask[:, None], positions.masked_fill(~real, 0)
 
 
 def load_tiny_vqa(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> TinyVQA:
