@@ -56,6 +56,14 @@ class ProjectorSelection:
         sites = check_sites(self.scorer, self.reducer)
         require_site(sites, "projector", f"ProjectorSelection({self.scorer!r}, {self.reducer!r})", "at the projector")
 
+    def kept_count(self, tokens: int, grid: tuple[int, int, int] | None = None) -> int:
+        """Tokens one image of ``tokens`` (merged ``(frames, rows, cols)`` ``grid``, where known) keeps.
+
+        ``max(1, int(tokens * ratio))``; a subclass may make it depend on the grid (temporal
+        selections keep still images whole and count per frame, `tokenprune.components.temporal`).
+        """
+        return min(tokens, max(1, int(tokens * self.ratio)))
+
 
 @dataclass(frozen=True)
 class VisionLanguageStrategy:

@@ -154,9 +154,9 @@ class PackedSelector(HookOwner):
         object.__setattr__(output, RECORD_ATTR, PackedRecord(grids, attention, features))
         return None
 
-    def kept_count(self, tokens: int) -> int:
-        """Tokens one image of ``tokens`` keeps."""
-        return min(tokens, max(1, int(tokens * self.selection.ratio)))
+    def kept_count(self, tokens: int, grid: tuple[int, int, int] | None = None) -> int:
+        """Tokens one image of ``tokens`` (merged grid ``grid``) keeps: the selection's own rule."""
+        return self.selection.kept_count(tokens, grid)
 
     def select(self, output: Any) -> tuple[Any, Tensor, list[int]]:
         """Reduce one modality's encoder output.
@@ -180,7 +180,7 @@ class PackedSelector(HookOwner):
             raise RuntimeError(f"The tower output holds {[f.shape[0] for f in features]} tokens per image, not {tokens}.")
         reduced, keeps, counts = [], [], []
         for feature, i in zip(features, images):
-            n, k = tokens[i], self.kept_count(tokens[i])
+            n, k = tokens[i], self.kept_count(tokens[i], tuple(int(x) for x in record.grids[i]))
             if k >= n:
                 keep = torch.ones(n, dtype=torch.bool, device=feature.device)
                 reduced.append(feature)
