@@ -1,0 +1,197 @@
+"""Moving-Shapes: short seeded videos of moving shapes, with questions only time can answer.
+
+A video has ``STEPS`` = 9 time steps, each shown for two raw frames (18 frames; a Qwen2-VL temporal
+patch of 2 frames then covers one step), on a 48x48 px canvas. Three shapes (circle, square,
+triangle) of three distinct colours each move in a straight line (left, right, up or down, 1.5 to
+2.5 px per step). Events:
+
+* shape **B** appears (hidden before step ``a``) or leaves (hidden from step ``a`` on), ``a`` in 2..7;
+* shape **C** is hidden at 1, 2 or 3 non-adjacent steps among {1, 2, 3, 5, 6, 7};
+* shape **A** is hidden at one step among {1, 2, 3, 5, 6, 7}, never together with C's first hiding.
+
+Questions (one word answers):
+
+| kind | question | answers | chance |
+|---|---|---|---|
+| ``direction`` | which way does the red shape move? | left, right, up, down | 25% |
+| ``appear`` | does the red shape appear or leave? | appears, leaves | 50% |
+| ``count`` | how many times is the red shape hidden? | one, two, three | 33% |
+| ``order`` | which is hidden first, the red or the blue shape? | the colour named | 50% |
+
+**One frame cannot answer.** The middle step (4) is the single-frame baseline's frame, and the
+generator makes its content independent of every answer: every shape's position at step 4 is drawn
+uniformly from the same central square whatever its direction (the path is built around it); A and C
+are never hidden at step 4, so hiding times leave no trace there; B is visible at step 4 with
+probability 1/2 whether it appears or leaves (``a`` in 2..4 vs 5..7). Every answer is balanced.
+
+Everything derives from ``numpy.random.default_rng(seed)``; the test split is ``split("test")``
+(seed 1, 500 videos, 3000 questions), fixed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
+    "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS",
+]  # fmt: skip
+
+STEPS = 9
+"""Time steps of a video."""
+FRAMES_PER_STEP = 2
+"""Raw frames per step (one Qwen2-VL temporal patch)."""
+FRAME_PX = 48
+"""Side of a frame in pixels."""
+MIDDLE_STEP = STEPS // 2
+"""The step the single-frame baseline sees."""
+COLORS = {
+    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220),
+    "yellow": (230, 200, 30), "purple": (150, 50, 190), "black": (20, 20, 20),
+}  # fmt: skip
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
+KINDS = ("direction", "appear", "count", "order")
+CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
+"""Accuracy of a uniform guess among each kind's possible answers."""
+HIDEABLE = (1, 2, 3, 5, 6, 7)
+"""Steps at which A and C may be hidden (never the first, middle or last)."""
+MARGIN = 10  # >= 4 steps x 2.5 px: the path around the middle position stays on the canvas
+SPLIT_SEEDS = {"train": 0, "test": 1}
+SPLIT_SIZES = {"train": 20000, "test": 500}
+
+
+@dataclass(frozen=True)
+class Track:
+    """One shape: what it is, where it is at the middle step, how it moves, when it is hidden."""
+
+    shape: str
+    color: str
+    size: int
+    middle: tuple[float, float]
+    direction: str
+    speed: float
+    hidden: tuple[int, ...]
+
+    def position(self, step: int) -> tuple[float, float]:
+        dx, dy = DIRECTIONS[self.direction]
+        t = (step - MIDDLE_STEP) * self.speed
+        return self.middle[0] + dx * t, self.middle[1] + dy * t
+
+
+@dataclass(frozen=True)
+class Video:
+    """Tracks A, B, C (in that order), B's event and the background."""
+
+    tracks: tuple[Track, Track, Track]
+    b_appears: bool
+    background: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Question:
+    kind: str
+    text: str
+    answer: str
+
+
+def _non_adjacent(rng: np.random.Generator, k: int) -> tuple[int, ...]:
+    while True:
+        steps = sorted(rng.choice(HIDEABLE, size=k, replace=False).tolist())
+        if all(b - a > 1 for a, b in zip(steps, steps[1:])):
+            return tuple(steps)
+
+
+def make_video(rng: np.random.Generator) -> Video:
+    """One random video (see the module docstring for the rules)."""
+    colors = rng.choice(list(COLORS), size=3, replace=False).tolist()
+    b_appears = bool(rng.integers(2))
+    a = int(rng.integers(2, 8))
+    c_hidden = _non_adjacent(rng, int(rng.integers(1, 4)))
+    a_hidden = (int(rng.choice([s for s in HIDEABLE if s != c_hidden[0]])),)
+    b_hidden = tuple(range(a)) if b_appears else tuple(range(a, STEPS))
+    tracks = []
+    for color, hidden in zip(colors, (a_hidden, b_hidden, c_hidden)):
+        size = int(rng.integers(8, 11))
+        lo, hi = MARGIN, FRAME_PX - MARGIN - size
+        tracks.append(Track(
+            shape=SHAPES[int(rng.integers(len(SHAPES)))], color=color, size=size,
+            middle=(float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))),
+            direction=list(DIRECTIONS)[int(rng.integers(4))], speed=float(rng.uniform(1.5, 2.5)), hidden=hidden,
+        ))  # fmt: skip
+    background = tuple(int(v) for v in rng.integers(215, 256, size=3))
+    return Video(tuple(tracks), b_appears, background)  # type: ignore[arg-type]
+
+
+def _draw(draw: ImageDraw.ImageDraw, track: Track, step: int) -> None:
+    x0, y0 = track.position(step)
+    s = track.size - 1
+    fill = COLORS[track.color]
+    if track.shape == "circle":
+        draw.ellipse((x0, y0, x0 + s, y0 + s), fill=fill)
+    elif track.shape == "square":
+        draw.rectangle((x0, y0, x0 + s, y0 + s), fill=fill)
+    else:
+        draw.polygon([(x0 + s / 2, y0), (x0, y0 + s), (x0 + s, y0 + s)], fill=fill)
+
+
+def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
+    """``(frames, 48, 48, 3)`` uint8 frames: each step twice (``steps``: only these steps, e.g. the middle one)."""
+    frames = []
+    for step in range(STEPS) if steps is None else steps:
+        image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
+        draw = ImageDraw.Draw(image)
+        for track in video.tracks:
+            if step not in track.hidden:
+                _draw(draw, track, step)
+        frames += [np.asarray(image)] * FRAMES_PER_STEP
+    return np.stack(frames)
+
+
+def questions(video: Video, rng: np.random.Generator) -> list[Question]:
+    """Six questions: the direction of each shape, B's event, C's hiding count, A vs C's first hiding."""
+    a, b, c = video.tracks
+    out = [Question("direction", f"which way does the {t.color} shape move ?", t.direction) for t in video.tracks]
+    out.append(Question("appear", f"does the {b.color} shape appear or leave ?", "appears" if video.b_appears else "leaves"))
+    out.append(Question("count", f"how many times is the {c.color} shape hidden ?", ("one", "two", "three")[len(c.hidden) - 1]))
+    first, second = (a, c) if rng.integers(2) else (c, a)
+    earlier = a if a.hidden[0] < c.hidden[0] else c
+    out.append(Question("order", f"which is hidden first , the {first.color} or the {second.color} shape ?", earlier.color))
+    return out
+
+
+@dataclass
+class Split:
+    """A split: ``videos[i]``, and questions with the index of their video."""
+
+    videos: list[Video]
+    questions: list[Question]
+    video_index: list[int]
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+
+def split(name: str, size: int | None = None) -> Split:
+    """The ``"train"`` (seed 0) or ``"test"`` (seed 1, 500 videos) split; ``size`` videos (default: the split's)."""
+    if name not in SPLIT_SEEDS:
+        raise ValueError(f"Unknown split {name!r}; choose from {list(SPLIT_SEEDS)}.")
+    rng = np.random.default_rng(SPLIT_SEEDS[name])
+    videos, qs, index = [], [], []
+    for i in range(SPLIT_SIZES[name] if size is None else size):
+        video = make_video(rng)
+        videos.append(video)
+        for q in questions(video, rng):
+            qs.append(q)
+            index.append(i)
+    return Split(videos, qs, index)
+
+
+def vocabulary() -> list[str]:
+    """Every word the questions and answers use (sorted)."""
+    words = {"which", "way", "does", "the", "shape", "move", "?", "appear", "or", "leave", "how", "many", "times",
+             "is", "hidden", "first", ",", "appears", "leaves", "one", "two", "three", *COLORS, *DIRECTIONS}  # fmt: skip
+    return sorted(words)
