@@ -331,6 +331,20 @@ PRESETS: dict[str, ModelDims] = {
                           visual_tokens_per_crop=None, patches_per_visual_token=4, extra_tokens=0,
                           projector=((5120, 5120), (5120, 3584))),
     ),
+    # Same LLM; window-attention ViT with a gated MLP (windows not modelled: full attention per image counted).
+    "qwen2.5-vl-7b": ModelDims(
+        **_QWEN2_7B, vocab_size=152064, visual_tokens=1024, name="qwen2.5-vl-7b",
+        vision=VisionDims(num_layers=32, hidden_size=1280, intermediate_size=3420, num_heads=16, mlp_matrices=3,
+                          visual_tokens_per_crop=None, patches_per_visual_token=4, extra_tokens=0,
+                          projector=((5120, 5120), (5120, 3584))),
+    ),
+    # SigLIP-so400m (384 px, 27x27 patches, no [CLS]) + Qwen2-7B; default one 384 px crop (videos: tokenprune.video_cost).
+    "llava-onevision-7b": ModelDims(
+        **_QWEN2_7B, vocab_size=152128, visual_tokens=729, name="llava-onevision-7b",
+        vision=VisionDims(num_layers=27, hidden_size=1152, intermediate_size=4304, num_heads=16,
+                          visual_tokens_per_crop=729, patches_per_visual_token=1, extra_tokens=0,
+                          projector=((1152, 3584), (3584, 3584))),
+    ),
     # InternViT-300M (448 px tiles, pixel shuffle 0.5: 256 tokens per tile) + Qwen2.5-7B; default one tile.
     "internvl3-8b": ModelDims(
         **_QWEN2_7B, vocab_size=151674, visual_tokens=256, name="internvl3-8b",

@@ -1,0 +1,56 @@
+"""The cost of video prompts: visual tokens of a video shape per family, and dense vs. strategy FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenprune.cost import ModelDims, full_layer_flops, paper_flops
+from tokenprune.registry import get_registry
+from tokenprune.video_cost import VideoShape, video_cost, video_grid
+
+
+def test_video_tokens_per_family():
+    # Qwen2.5-VL: 32 frames at 448x448 -> 16 temporal patches x 16 x 16 merged tokens (the issue's ~4,096)
+    assert video_grid("qwen2.5-vl-7b", VideoShape(32, 448, 448)).tokens == 4096
+    grid = video_grid("qwen2-vl-7b", VideoShape(33, 360, 640))  # 33 frames pad to 17 patches; sides round to 28 px
+    assert grid.grid == (17, 13, 23) and grid.encoder_sequences == (13 * 23 * 4,) * 17
+    assert video_grid("qwen2-vl-7b", VideoShape(32, 448, 448, temporal_patch=1)).grid == (32, 16, 16)
+    one = video_grid("llava-onevision-7b", VideoShape(32, 720, 1280))  # every frame resized to 384 px
+    assert (one.grid, one.extra, one.tokens) == ((32, 14, 14), 1, 32 * 196 + 1)
+    assert one.encoder_sequences == (729,) * 32
+
+
+def test_bad_video_shapes_and_families_raise_clearly():
+    assert VideoShape.parse("32x448x448") == VideoShape(32, 448, 448)
+    assert VideoShape.parse("16x224x336x2") == VideoShape(16, 224, 336, 2)
+    with pytest.raises(ValueError, match="FRAMESxHEIGHTxWIDTH"):
+        VideoShape.parse("32 frames")
+    with pytest.raises(ValueError, match="positive"):
+        VideoShape(0, 448, 448)
+    with pytest.raises(ValueError, match="no temporal patch"):
+        video_grid("llava-onevision-7b", VideoShape(8, 384, 384, temporal_patch=2))
+    with pytest.raises(ValueError, match="takes no video"):
+        video_grid("llava-1.5-7b", VideoShape(8, 336, 336))
+
+
+@pytest.mark.parametrize("model", ["qwen2-vl-7b", "qwen2.5-vl-7b", "llava-onevision-7b"])
+def test_strategies_cost_what_the_llm_receives(model):
+    dims = ModelDims.preset(model)
+    shape = VideoShape(32, 448, 448)
+    grid = video_grid(model, shape)
+    registry = get_registry()
+    dense = video_cost(dims, model, shape)
+    assert dense["llm_visual_tokens"] == grid.tokens
+    assert dense["paper"]["pruned_tflops"] == dense["paper"]["dense_tflops"]
+    evs = video_cost(dims, model, shape, registry.build("evs", ratio=0.5))
+    kept = registry.build("evs", ratio=0.5).projector.kept_count(grid.tokens - grid.extra, grid.grid) + grid.extra
+    assert evs["llm_visual_tokens"] == kept
+    assert evs["paper"]["pruned_tflops"] == pytest.approx(paper_flops(dims, [kept] * dims.num_layers) / 1e12)
+    text = dims.text_tokens
+    expected = sum(full_layer_flops(dims, text + kept) for _ in range(dims.num_layers)) + dims.hidden_size * dims.vocab_size
+    assert evs["full"]["pruned_tflops"] == pytest.approx(expected / 1e12)
+    assert evs["vision_tflops"] == dense["vision_tflops"] > 0  # the tower runs on every frame either way
+    both = video_cost(dims, model, shape, registry.build("temporal_pyramiddrop", temporal_ratio=0.5))
+    per_layer = both["visual_tokens_per_layer"]
+    assert per_layer[0] == both["llm_visual_tokens"] and per_layer[-1] == int(both["llm_visual_tokens"] * 0.125)
+    assert both["paper"]["pruned_tflops"] < evs["paper"]["pruned_tflops"] < dense["paper"]["dense_tflops"]
