@@ -1,0 +1,83 @@
+"""Moving-Shapes (the video QA set) and the tiny Qwen2-VL video model's inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tokenprune.vqa_video import moving_shapes as ms
+from tokenprune.vqa_video.model import GRID, VISUAL_TOKENS, TinyVideoVQA, Vocab, build_config, video_pixels
+
+
+def test_splits_are_seeded_and_balanced():
+    a, b = ms.split("test", size=40), ms.split("test", size=40)
+    assert a.videos == b.videos and [q.text for q in a.questions] == [q.text for q in b.questions]
+    assert np.array_equal(ms.render(a.videos[3]), ms.render(b.videos[3]))
+    assert ms.split("train", size=5).videos != a.videos[:5]
+    test = ms.split("test")
+    assert len(test) == 3000 and ms.render(test.videos[0]).shape == (18, 48, 48, 3)
+    for kind, chance in ms.CHANCE.items():
+        answers = [q.answer for q in test.questions if q.kind == kind]
+        shares = np.unique(answers, return_counts=True)[1] / len(answers)
+        if kind != "order":  # order answers a colour: balanced between the first and second one named
+            assert len(shares) == round(1 / chance) and shares.max() < chance + 0.08, kind
+    first = [q.answer == q.text.split()[6] for q in test.questions if q.kind == "order"]
+    assert 0.45 < np.mean(first) < 0.55
+
+
+def test_the_middle_frame_carries_no_answer():
+    """Positions at the middle step lie in the same central square for every direction; A and C are never
+    hidden there; B is visible there as often when it appears as when it leaves."""
+    test = ms.split("test")
+    visible = {True: [], False: []}
+    for video in test.videos:
+        for track in video.tracks:
+            x, y = track.position(ms.MIDDLE_STEP)
+            assert ms.MARGIN <= x <= ms.FRAME_PX - ms.MARGIN - track.size and ms.MARGIN <= y <= ms.FRAME_PX - ms.MARGIN - track.size
+            for step in (0, ms.STEPS - 1):  # the whole path stays on the canvas
+                px, py = track.position(step)
+                assert 0 <= px and px + track.size <= ms.FRAME_PX and 0 <= py and py + track.size <= ms.FRAME_PX
+        a, b, c = video.tracks
+        assert ms.MIDDLE_STEP not in a.hidden + c.hidden and a.hidden[0] != c.hidden[0]
+        visible[video.b_appears].append(ms.MIDDLE_STEP not in b.hidden)
+    assert abs(np.mean(visible[True]) - np.mean(visible[False])) < 0.1
+    single = ms.render(test.videos[0], [ms.MIDDLE_STEP] * ms.STEPS)
+    assert all(np.array_equal(single[0], f) for f in single)
+
+
+def test_pixels_match_the_stock_qwen2_vl_video_processor():
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    frames = ms.render(ms.split("test", size=1).videos[0])
+    processor = Qwen2VLVideoProcessor(
+        patch_size=4, temporal_patch_size=2, merge_size=2, do_resize=False, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+        do_sample_frames=False, cap_pixels_per_frame=False,
+    )  # fmt: skip
+    out = processor(videos=[torch.from_numpy(frames).permute(0, 3, 1, 2)], return_tensors="pt")
+    assert out["video_grid_thw"].tolist() == [list(GRID)]
+    assert torch.allclose(out["pixel_values_videos"], video_pixels(frames), atol=1e-6)
+    assert VISUAL_TOKENS == 324
+
+
+def test_isolated_turns_equal_single_question_prompts():
+    """A training row (video + six isolated turns) gives every answer the logits of its single-question prompt."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    vocab = Vocab.default()
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(build_config(vocab)).eval().double()
+    vqa = TinyVideoVQA(model, vocab)
+    test = ms.split("test", size=2)
+    frames = [ms.render(v) for v in test.videos]
+    dialogues = [[(q.text, q.answer) for q, i in zip(test.questions, test.video_index) if i == k] for k in range(2)]
+    rows = vqa.encode_dialogues(frames, dialogues)
+    rows["pixel_values_videos"] = rows["pixel_values_videos"].double()
+    logits = model(**rows).logits
+    b, col = (rows["labels"] != -100).nonzero(as_tuple=True)
+    multi = logits[b, col - 1]
+    singles = []
+    for k in range(2):
+        single = vqa.encode([frames[k]] * 6, [q for q, _ in dialogues[k]])
+        single["pixel_values_videos"] = single["pixel_values_videos"].double()
+        singles.append(model(**single).logits[:, -1])
+    assert (multi - torch.cat(singles)).abs().max().item() < 1e-12
