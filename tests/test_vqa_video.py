@@ -81,3 +81,21 @@ def test_isolated_turns_equal_single_question_prompts():
         single["pixel_values_videos"] = single["pixel_values_videos"].double()
         singles.append(model(**single).logits[:, -1])
     assert (multi - torch.cat(singles)).abs().max().item() < 1e-12
+
+
+def test_sweep_points_are_solved_to_their_flops_targets():
+    """Each curve's knob puts the planned visual FLOPs share near 50% / 25% (paper convention on the
+    tiny model's 4 layers); DyCoke cannot go below its pivot frames, pooling has coarse grids."""
+    from tokenprune.registry import get_registry
+    from tokenprune.vqa_video.evaluate import DEFAULT_POINTS, TOLERANCE, planned_fraction, solve_knob
+    from tokenprune.vqa_video.model import TEXT_DIMS
+
+    dims = TEXT_DIMS["num_hidden_layers"], TEXT_DIMS["hidden_size"], TEXT_DIMS["intermediate_size"]
+    for point in DEFAULT_POINTS:
+        for target in (0.5, 0.25):
+            options, fraction = solve_knob(point, target, *dims, steps=400 if point.strategy == "pooling" else 50)
+            assert abs(fraction - target) <= TOLERANCE, (point.label, target, fraction)
+            assert planned_fraction(get_registry().build(point.strategy, **options), *dims) == fraction
+    evs = get_registry().build("evs", ratio=0.5)  # 162 of 324 tokens in every layer
+    expected = (4 * 162 * 128**2 + 2 * 162**2 * 128 + 3 * 162 * 128 * 384) / (4 * 324 * 128**2 + 2 * 324**2 * 128 + 3 * 324 * 128 * 384)
+    assert abs(planned_fraction(evs, *dims) - expected) < 1e-12
