@@ -99,3 +99,32 @@ def test_sweep_points_are_solved_to_their_flops_targets():
     evs = get_registry().build("evs", ratio=0.5)  # 162 of 324 tokens in every layer
     expected = (4 * 162 * 128**2 + 2 * 162**2 * 128 + 3 * 162 * 128 * 384) / (4 * 324 * 128**2 + 2 * 324**2 * 128 + 3 * 324 * 128 * 384)
     assert abs(planned_fraction(evs, *dims) - expected) < 1e-12
+
+
+def test_frame_strips_show_each_stage_of_a_video(tmp_path):
+    """EVS at the projector then PyramidDrop: the strip's masks hold the counts the handle reports, the
+    first temporal patch is whole after EVS, and every LLM stage keeps a subset of the one before."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    import tokenprune
+    from tokenprune.vqa_video.frame_strips import draw_strips, video_stages
+    from tokenprune.vqa_video.model import GRID, MERGE
+
+    vocab = Vocab.default()
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(build_config(vocab)).eval()
+    vqa = TinyVideoVQA(model, vocab)
+    video = ms.split("test", size=1).videos[0]
+    frames = ms.render(video)
+    inputs = vqa.encode([frames], ["which way does the red shape move ?"])
+    grid = (GRID[0], GRID[1] // MERGE, GRID[2] // MERGE)
+    with tokenprune.pruned(model, "temporal_pyramiddrop", temporal_ratio=0.5, layer_list=[1, 2, 3]) as handle:
+        model(**inputs)
+        stages = video_stages(handle, inputs["input_ids"], vocab.id("<|video_pad|>"), grid)
+        per_layer = handle.tokens_per_layer()
+    assert [s["kept"] for s in stages] == [per_layer["projector"][0], *[per_layer["llm"][layer][0] for layer in (1, 2, 3)]]
+    assert bool(stages[0]["mask"][0].all())  # EVS keeps the first temporal patch whole
+    for before, after in zip(stages, stages[1:]):
+        assert bool((after["mask"] <= before["mask"]).all())
+    draw_strips(frames, stages, str(tmp_path / "strip.png"), title="evs + pyramiddrop")
+    assert (tmp_path / "strip.png").stat().st_size > 1000
