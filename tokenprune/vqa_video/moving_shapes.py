@@ -1,7 +1,7 @@
 """Moving-Shapes: short seeded videos of moving shapes, with questions only time can answer.
 
-A video has ``STEPS`` = 9 time steps, each shown for two raw frames (18 frames; a Qwen2-VL temporal
-patch of 2 frames then covers one step), on a 48x48 px canvas. Three shapes (circle, square,
+A video has ``STEPS`` = 9 time steps of two raw frames each (18 frames at half-step intervals; a
+Qwen2-VL temporal patch of 2 frames then covers one step, motion included), on a 48x48 px canvas. Three shapes (circle, square,
 triangle) of three distinct colours each move in a straight line (left, right, up or down, 1.5 to
 2.5 px per step). Events:
 
@@ -59,7 +59,7 @@ CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
 """Accuracy of a uniform guess among each kind's possible answers."""
 HIDEABLE = (1, 2, 3, 5, 6, 7)
 """Steps at which A and C may be hidden (never the first, middle or last)."""
-MARGIN = 10  # >= 4 steps x 2.5 px: the path around the middle position stays on the canvas
+MARGIN = 12  # >= 4.5 steps x 2.5 px: the path around the middle position stays on the canvas
 SPLIT_SEEDS = {"train": 0, "test": 1}
 SPLIT_SIZES = {"train": 20000, "test": 500}
 
@@ -76,7 +76,7 @@ class Track:
     speed: float
     hidden: tuple[int, ...]
 
-    def position(self, step: int) -> tuple[float, float]:
+    def position(self, step: float) -> tuple[float, float]:
         dx, dy = DIRECTIONS[self.direction]
         t = (step - MIDDLE_STEP) * self.speed
         return self.middle[0] + dx * t, self.middle[1] + dy * t
@@ -126,8 +126,8 @@ def make_video(rng: np.random.Generator) -> Video:
     return Video(tuple(tracks), b_appears, background)  # type: ignore[arg-type]
 
 
-def _draw(draw: ImageDraw.ImageDraw, track: Track, step: int) -> None:
-    x0, y0 = track.position(step)
+def _draw(draw: ImageDraw.ImageDraw, track: Track, time: float) -> None:
+    x0, y0 = track.position(time)
     s = track.size - 1
     fill = COLORS[track.color]
     if track.shape == "circle":
@@ -138,17 +138,26 @@ def _draw(draw: ImageDraw.ImageDraw, track: Track, step: int) -> None:
         draw.polygon([(x0 + s / 2, y0), (x0, y0 + s), (x0 + s, y0 + s)], fill=fill)
 
 
+def _frame(video: Video, step: int, time: float) -> np.ndarray:
+    image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
+    draw = ImageDraw.Draw(image)
+    for track in video.tracks:
+        if step not in track.hidden:
+            _draw(draw, track, time)
+    return np.asarray(image)
+
+
 def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
-    """``(frames, 48, 48, 3)`` uint8 frames: each step twice (``steps``: only these steps, e.g. the middle one)."""
-    frames = []
-    for step in range(STEPS) if steps is None else steps:
-        image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
-        draw = ImageDraw.Draw(image)
-        for track in video.tracks:
-            if step not in track.hidden:
-                _draw(draw, track, step)
-        frames += [np.asarray(image)] * FRAMES_PER_STEP
-    return np.stack(frames)
+    """``(frames, 48, 48, 3)`` uint8 frames, two per step (``FRAMES_PER_STEP``).
+
+    Raw frame ``f`` shows the shapes at time ``f / 2`` (the motion continues within a step, so a
+    temporal patch of two frames holds motion); visibility follows the step ``f // 2``. ``steps``:
+    show only these steps, each as its first frame repeated (``[MIDDLE_STEP] * STEPS`` is the
+    single-frame baseline's input: the middle frame, still).
+    """
+    if steps is not None:
+        return np.stack([_frame(video, s, float(s)) for s in steps for _ in range(FRAMES_PER_STEP)])
+    return np.stack([_frame(video, f // FRAMES_PER_STEP, f / FRAMES_PER_STEP) for f in range(STEPS * FRAMES_PER_STEP)])
 
 
 def questions(video: Video, rng: np.random.Generator) -> list[Question]:
