@@ -62,17 +62,21 @@ DEFAULT_POINTS = (
 Layers fit the 4-layer tiny model (PyramidDrop's stages after layers 1, 2, 3; FastV after layer 1)."""
 
 
-def planned_fraction(strategy: Any, layers: int, d: int, m: int) -> float:
-    """Planned pruned / dense visual-token FLOPs (paper convention) of one Moving-Shapes video."""
+def planned_fraction(strategy: Any, layers: int, d: int, m: int, grid: tuple[int, int, int] | None = None) -> float:
+    """Planned pruned / dense visual-token FLOPs (paper convention) of one video of merged ``grid``
+    (default: a Moving-Shapes video, 9 x 6 x 6)."""
     projector = getattr(strategy, "projector", None)
     llm = strategy.llm if isinstance(strategy, VisionLanguageStrategy) else strategy
-    n = VISUAL_TOKENS
-    kept = n if projector is None else projector.kept_count(n, VIDEO_GRID)
+    grid = VIDEO_GRID if grid is None else grid
+    n = grid[0] * grid[1] * grid[2]
+    kept = n if projector is None else projector.kept_count(n, grid)
     per_layer = [kept] * layers if llm is None else [row[0] for row in llm.scheduler.plan(layers, [kept]).tokens_per_layer()]
     return stack_flops(per_layer, d, m) / stack_flops([n] * layers, d, m)
 
 
-def solve_knob(point: Point, target: float, layers: int, d: int, m: int, steps: int = 400) -> tuple[dict[str, Any], float] | None:
+def solve_knob(
+    point: Point, target: float, layers: int, d: int, m: int, steps: int = 400, grid: tuple[int, int, int] | None = None
+) -> tuple[dict[str, Any], float] | None:
     """Options (the point's fixed ones and its knob) whose planned fraction is closest to ``target``.
 
     A grid of ``steps`` knob values over ``[low, high]``; values the strategy refuses (a grid that
@@ -84,20 +88,20 @@ def solve_knob(point: Point, target: float, layers: int, d: int, m: int, steps: 
         options = {**point.fixed, point.knob: round(float(value), 4)}
         try:
             strategy = registry.build(point.strategy, **options)
-            fraction = planned_fraction(strategy, layers, d, m)
+            fraction = planned_fraction(strategy, layers, d, m, grid)
         except Exception:  # noqa: BLE001 - a refused value is simply not a candidate
             continue
-        if point.strategy == "pooling" and not _pools(strategy):
+        if point.strategy == "pooling" and not _pools(strategy, grid or VIDEO_GRID):
             continue
         if best is None or abs(fraction - target) < abs(best[1] - target):
             best = (options, fraction)
     return best
 
 
-def _pools(strategy: Any) -> bool:
-    """Whether the pooling grid fits the video (a square number of cells per frame with the frame's aspect)."""
-    kept = strategy.projector.kept_count(VISUAL_TOKENS, VIDEO_GRID)
-    frames, rows, cols = VIDEO_GRID
+def _pools(strategy: Any, grid: tuple[int, int, int]) -> bool:
+    """Whether the pooling grid fits the video (a square number of cells per frame of a square frame)."""
+    frames, rows, cols = grid
+    kept = strategy.projector.kept_count(frames * rows * cols, grid)
     per_frame, rest = divmod(kept, frames)
     side = round(per_frame**0.5)
     return rest == 0 and side * side == per_frame and side <= rows
