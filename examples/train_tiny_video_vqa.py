@@ -6,6 +6,11 @@ from the seeded training stream; each video is one row holding all six of its qu
 turns (every turn sees only the video and itself, exactly the single-question inference prompt), so the
 video is encoded once for six answers. The loss covers the answer words only.
 
+``--aux-weight`` adds a per-token auxiliary loss on the tower's merged tokens: linear heads predict
+the colour and the motion direction of the shape in each token's cell (`moving_shapes.cell_labels`),
+so the from-scratch tower learns what and where quickly (the image model's tower pretraining does
+the same job); the heads are discarded, the saved model is the stock class.
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
@@ -49,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-size", type=int, default=600, help="test questions per evaluation (the full split at the end)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much training time")
     p.add_argument("--single-frame", action="store_true", help="the single-frame baseline: every frame is the middle step")
+    p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
     p.add_argument("--text-layers", type=int, default=None)
     p.add_argument("--text-width", type=int, default=None)
     return p.parse_args(argv)
@@ -90,9 +96,18 @@ def main(argv=None) -> dict:
     model = Qwen2VLForConditionalGeneration(build_config(vocab, text=text or None))
     model.config._attn_implementation = "sdpa"
     vqa = TinyVideoVQA(model, vocab)
+    width = model.config.vision_config.hidden_size
+    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(width, len(ms.COLORS) + 1),
+                                 "direction": torch.nn.Linear(width, len(ms.DIRECTIONS) + 1)})  # fmt: skip
+    captured: dict = {}
+
+    def capture(module, args, output):
+        captured["merged"] = output.pooler_output
+
+    hook = model.model.visual.register_forward_hook(capture) if args.aux_weight else None
     test = ms.split("test")
     rng = np.random.default_rng(ms.SPLIT_SEEDS["train"])
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
+    opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
     total, warm = args.steps, args.warmup
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
@@ -108,15 +123,25 @@ def main(argv=None) -> dict:
         dialogues = [[(q.text, q.answer) for q in ms.questions(v, rng)] for v in videos]
         inputs = vqa.encode_dialogues([frames_of(v, args.single_frame) for v in videos], dialogues)
         loss = model(**inputs).loss
+        answer_loss = loss.detach()
+        if hook is not None:
+            merged = captured.pop("merged")
+            merged = torch.cat(list(merged)) if isinstance(merged, (list, tuple)) else merged
+            labels = [ms.cell_labels(v) for v in videos]
+            colour = torch.from_numpy(np.stack([c for c, _ in labels])).flatten()
+            direction = torch.from_numpy(np.stack([d for _, d in labels])).flatten()
+            ce = torch.nn.functional.cross_entropy
+            loss = loss + args.aux_weight * (ce(heads["colour"](merged), colour) + ce(heads["direction"](merged), direction))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([*model.parameters(), *heads.parameters()], 1.0)
         opt.step()
         sched.step()
         minutes = (time.time() - start) / 60
         if step % 10 == 0:
-            log["losses"].append({"step": step, "loss": round(loss.item(), 4), "minutes": round(minutes, 2)})
-            print(f"step {step} loss {loss.item():.4f} {minutes:.1f} min", flush=True)
+            log["losses"].append({"step": step, "loss": round(answer_loss.item(), 4), "total": round(loss.item(), 4),
+                                  "minutes": round(minutes, 2)})  # fmt: skip
+            print(f"step {step} answer loss {answer_loss.item():.4f} total {loss.item():.4f} {minutes:.1f} min", flush=True)
         done = args.max_minutes is not None and minutes >= args.max_minutes
         if step % args.eval_every == 0 or done or step == total:
             acc = evaluate(vqa, test, args.single_frame, args.eval_size)

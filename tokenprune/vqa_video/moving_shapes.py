@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
-    "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS",
+    "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
 ]  # fmt: skip
 
 STEPS = 9
@@ -204,3 +204,27 @@ def vocabulary() -> list[str]:
     words = {"which", "way", "does", "the", "shape", "move", "?", "appear", "or", "leave", "how", "many", "times",
              "is", "hidden", "first", ",", "appears", "leaves", "one", "two", "three", *COLORS, *DIRECTIONS}  # fmt: skip
     return sorted(words)
+
+
+def cell_labels(video: Video, cells: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """``(colour, direction)`` labels of every cell of a ``cells x cells`` grid at every step, ``(STEPS, cells, cells)`` each.
+
+    The cell holds the topmost visible shape whose box covers the cell's centre at the step's middle
+    time (``step + 0.25``): colour index 1..6 (0: background) and direction index 1..4 (0: none).
+    Training targets for the tower's merged tokens (one per cell of a temporal patch); the training
+    script uses them as an auxiliary loss only.
+    """
+    colour = np.zeros((STEPS, cells, cells), dtype=np.int64)
+    direction = np.zeros_like(colour)
+    centre = (np.arange(cells) + 0.5) * FRAME_PX / cells
+    for step in range(STEPS):
+        for track in video.tracks:  # later tracks are drawn on top
+            if step in track.hidden:
+                continue
+            x0, y0 = track.position(step + 0.25)
+            inside_x = (centre >= x0) & (centre <= x0 + track.size - 1)
+            inside_y = (centre >= y0) & (centre <= y0 + track.size - 1)
+            cover = inside_y[:, None] & inside_x[None, :]
+            colour[step][cover] = list(COLORS).index(track.color) + 1
+            direction[step][cover] = list(DIRECTIONS).index(track.direction) + 1
+    return colour, direction
