@@ -66,7 +66,8 @@ def select(
 
     Args:
         ctx: the site's score context (``hidden`` holds the features to gather).
-        scorer, reducer: the strategy's parts for this site.
+        scorer: the strategy's scorer for this site.
+        reducer: the strategy's reducer for this site.
         candidates: ``(B, n)`` slots the reducer may remove.
         n_keep: ``(B,)`` candidates each row keeps.
         protected: ``(B, n)`` slots kept whatever the reducer says.
