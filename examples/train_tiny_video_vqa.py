@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-size", type=int, default=600, help="test questions per evaluation (the full split at the end)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and save) after this much training time")
     p.add_argument("--single-frame", action="store_true", help="the single-frame baseline: every frame is the middle step")
+    p.add_argument("--init", default=None, help="start from the weights saved in this directory (continue a run)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
     p.add_argument("--text-layers", type=int, default=None)
     p.add_argument("--text-width", type=int, default=None)
@@ -95,6 +96,8 @@ def main(argv=None) -> dict:
     text = {k: v for k, v in (("num_hidden_layers", args.text_layers), ("hidden_size", args.text_width)) if v}
     model = Qwen2VLForConditionalGeneration(build_config(vocab, text=text or None))
     model.config._attn_implementation = "sdpa"
+    if args.init:  # continue from a saved run (same config; the optimizer and schedule start afresh)
+        model.load_state_dict(TinyVideoVQA.load(args.init).model.state_dict())
     vqa = TinyVideoVQA(model, vocab)
     width = model.config.vision_config.hidden_size
     heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(width, len(ms.COLORS) + 1),
