@@ -217,6 +217,42 @@ def check_ddp_wrap_after(rank: int, refs: dict) -> dict:
     return result
 
 
+def check_fsdp1(rank: int, refs: dict) -> dict:
+    """FSDP1: wrapping its output fails clearly; wrapped first (every decoder layer its own unit) it trains."""
+    import functools
+
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    layer_type = type(decoder_layers(make_model())[0])
+    policy = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, layer_type))
+    late = FullyShardedDataParallel(make_model(), device_id=torch.device("cpu"), auto_wrap_policy=policy)
+    try:
+        tokenprune.wrap(late, "pyramiddrop")
+        error = None
+    except Exception as exc:  # noqa: BLE001 - the type and message are what is checked
+        error = f"{type(exc).__name__}: {exc}"
+    model = make_model()
+    tokenprune.wrap(model, "pyramiddrop")
+    fsdp = FullyShardedDataParallel(model, device_id=torch.device("cpu"), auto_wrap_policy=policy,
+                                    use_orig_params=True)
+    batch, num_items = rank_batch(model, rank)
+    optimizer = torch.optim.SGD(fsdp.parameters(), lr=LR)
+    history = []
+    for _ in range(STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        loss = fsdp(**batch, num_items_in_batch=num_items).loss
+        (loss * WORLD).backward()
+        with FullyShardedDataParallel.summon_full_params(fsdp, with_grads=True):
+            grads = {n.replace("_fsdp_wrapped_module.", ""): p.grad.detach().clone()
+                     for n, p in fsdp.named_parameters() if p.grad is not None}
+        history.append({"loss": loss.detach().clone(), "grads": grads, "visual_tokens": model.tokenprune.stats.visual_tokens})
+        optimizer.step()
+    result = compare(history, refs["plain"], rank)
+    result["container_error"] = error
+    return result
+
+
 def shard(model, reshard_after_forward=True, mp_policy=None, keep_gathered=()):
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -391,6 +427,7 @@ def main() -> None:
         "fsdp_previous_layer_scorer": lambda: check_fsdp_previous_layer_scorer(rank, refs),
         "fsdp_mixed_precision": lambda: check_fsdp_mixed_precision(rank, refs),
         "fsdp_checkpoint": lambda: check_fsdp_checkpoint(rank, args.tmp),
+        "fsdp1": lambda: check_fsdp1(rank, refs),
         "ddp_float32": lambda: check_ddp(rank, refs, dtype=torch.float32),  # the float32 yardstick for DeepSpeed
         # Not in "all": DeepSpeed is optional (tests/test_distributed.py runs these when it is installed).
         "deepspeed_zero2": lambda: check_deepspeed(rank, refs, 2),

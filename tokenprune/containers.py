@@ -13,7 +13,14 @@ from torch import nn
 
 from .errors import UnsupportedModelError
 
-__all__ = ["reject_parallel_container"]
+__all__ = ["ParallelContainerError", "reject_parallel_container"]
+
+
+class ParallelContainerError(UnsupportedModelError):
+    """`tokenprune.wrap` was handed a data-parallel container instead of the model inside it."""
+
+    def __init__(self, message: str):
+        TypeError.__init__(self, message)  # the message says it all; no list of model types
 
 
 def _fsdp1_class() -> type | None:
@@ -24,29 +31,20 @@ def _fsdp1_class() -> type | None:
     return FullyShardedDataParallel
 
 
-def _supported() -> list[str]:
-    from .registry import get_registry  # the registry imports plugins; only needed for the message
-
-    return [t for spec in get_registry().adapters.values() for t in spec.adapter.model_types]
-
-
 def reject_parallel_container(model: nn.Module) -> None:
-    """Raise `UnsupportedModelError` for a DDP / DataParallel / FSDP1 container, with the fix."""
+    """Raise `ParallelContainerError` (an `UnsupportedModelError`) for a DDP / DataParallel / FSDP1 container."""
     fsdp1 = _fsdp1_class()
     if fsdp1 is not None and isinstance(model, fsdp1):
-        raise UnsupportedModelError(
-            model, _supported(), hint=(
-                "FullyShardedDataParallel (FSDP1) has already flattened and sharded the parameters. Wrap the "
-                "model first and then shard it (tokenprune.wrap(model, ...); FullyShardedDataParallel(model, ...)), "
-                "or use FSDP2 (torch.distributed.fsdp.fully_shard), which works in either order."
-            ),
+        raise ParallelContainerError(
+            "tokenprune.wrap got a FullyShardedDataParallel (FSDP1) module, which has already flattened and sharded "
+            "the parameters. Wrap the model first and then shard it (tokenprune.wrap(model, ...); "
+            "FullyShardedDataParallel(model, ...)), or use FSDP2 (torch.distributed.fsdp.fully_shard), which works "
+            "in either order."
         )
     if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         kind = type(model).__name__
-        raise UnsupportedModelError(
-            model, _supported(), hint=(
-                f"{kind} is a container: wrap the model before handing it over (tokenprune.wrap(model, ...); "
-                f"{kind}(model, ...)), or wrap the model inside it: tokenprune.wrap(container.module, ...). "
-                "Read the stats from container.module.tokenprune."
-            ),
+        raise ParallelContainerError(
+            f"tokenprune.wrap got a {kind}, a container that forwards nothing to the model inside it. Wrap the "
+            f"model before handing it over (tokenprune.wrap(model, ...); {kind}(model, ...)), or wrap the model "
+            "inside it: tokenprune.wrap(container.module, ...), and read the stats from container.module.tokenprune."
         )
