@@ -1,15 +1,19 @@
-"""Train a PyramidDrop-wrapped LLaVA with the transformers `Trainer` on several processes (DDP or FSDP2).
+"""Train a PyramidDrop-wrapped LLaVA with the transformers `Trainer` on several processes (DDP or DeepSpeed).
 
-Launch it with accelerate (or torchrun); every process trains on its own share of the batches:
+Launch it with accelerate or torchrun; every process trains on its own share of the batches:
 
     OMP_NUM_THREADS=1 accelerate launch --multi_gpu --num_processes 2 \\
         examples/train_distributed_trainer.py --out runs/ddp                     # DDP (CPU: gloo)
-    OMP_NUM_THREADS=1 accelerate launch --multi_gpu --num_processes 2 \\
-        examples/train_distributed_trainer.py --fsdp --out runs/fsdp             # FSDP2 (fully_shard)
+    DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 \\
+        examples/train_distributed_trainer.py --deepspeed 3 --out runs/zero3     # DeepSpeed ZeRO-3
 
 The model is a random `LlavaForConditionalGeneration` built from configs (nothing is downloaded),
 small enough to train in seconds on a CPU; pass `--hidden/--layers/--image-side` for more. The wrap
-comes first, then the Trainer (and accelerate's DDP or FSDP2) take the model as usual.
+comes first, then the Trainer (and accelerate's DDP, or DeepSpeed) take the model as usual. On GPUs,
+accelerate's FSDP plugin is one more option of the same script (`TrainingArguments(fsdp=...)`); on
+the CPU accelerate ignores it (its FSDP and DeepSpeed plugins need an accelerator; DeepSpeed brings
+its own CPU accelerator), so FSDP is checked with `fully_shard` directly in
+`tests/distributed_checks.py`.
 
 What each process writes to ``--out`` (``rank<r>.json``): its logged losses, the visual tokens each
 decoder layer of its last step kept per sample (``model.tokenprune.stats``), and, with ``--save``
@@ -84,23 +88,25 @@ def collate(rows: list[dict]) -> dict:
 
 
 def training_arguments(args: argparse.Namespace) -> TrainingArguments:
-    extra = {}
-    if args.fsdp:
-        # FSDP2 (`fully_shard`) on every decoder layer; the root module is sharded too.
-        extra = dict(fsdp="full_shard auto_wrap",
-                     fsdp_config={"version": 2, "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
-                                  "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False})
+    extra: dict = {"use_cpu": args.device == "cpu"}
+    if args.deepspeed:
+        # DeepSpeed sets up its own process group (on the CPU: DS_ACCELERATOR=cpu, gloo), so no use_cpu.
+        extra = {"deepspeed": {
+            "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
+            "zero_allow_untested_optimizer": True,
+            "zero_optimization": {"stage": args.deepspeed, "stage3_gather_16bit_weights_on_model_save": True},
+        }}
     return TrainingArguments(
         output_dir=str(args.out / "trainer"), max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=args.lr, logging_steps=1, save_strategy="no", report_to="none", seed=0,
-        dataloader_num_workers=0, disable_tqdm=True, use_cpu=args.device == "cpu", **extra,
+        dataloader_num_workers=0, disable_tqdm=True, **extra,
     )
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--fsdp", action="store_true", help="FSDP2 through accelerate (else DDP)")
+    parser.add_argument("--deepspeed", type=int, choices=(2, 3), help="DeepSpeed ZeRO stage (else DDP)")
     parser.add_argument("--save", action="store_true", help="save the model, reload it and check it (rank 0)")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=4)
@@ -112,19 +118,24 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    model = tokenprune.wrap(build_model(args.hidden, args.layers, args.image_side), "pyramiddrop")
+    model = build_model(args.hidden, args.layers, args.image_side)
+    args.plain_keys = sorted(model.state_dict())  # before the wrap, for the checkpoint check
+    tokenprune.wrap(model, "pyramiddrop")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     data = Captions(model, n=args.batch * world)  # one batch per process per step: every step sees all samples
     trainer = Trainer(model=model, args=training_arguments(args), train_dataset=data, data_collator=collate)
     trainer.train()
 
-    rank = trainer.args.process_index
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     stats = model.tokenprune.stats  # this rank's last training step
     report = {
         "rank": rank,
-        "world_size": trainer.args.world_size,
+        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
+        # accelerate's own count; on the CPU with DeepSpeed it finds no accelerator backend and counts 1
+        # (every rank then reads the whole dataset): see docs/integrations.md.
+        "accelerate_processes": trainer.accelerator.num_processes,
         "distributed": str(trainer.accelerator.distributed_type),
-        "sharded_parameters": sum(type(p).__name__ == "DTensor" for p in model.parameters()),
+        "zero_stage": trainer.deepspeed.zero_optimization_stage() if trainer.deepspeed is not None else None,
         "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
         "visual_tokens_per_layer": stats.visual_tokens,
         "flops_saved": stats.flops_saved,
@@ -141,19 +152,22 @@ def save_and_check(trainer: Trainer, data: Captions, args: argparse.Namespace) -
     trainer.save_model(str(folder))
     trainer.accelerator.wait_for_everyone()
     batch = collate(data.rows[: args.batch])
-    model = trainer.model  # under FSDP2: sharded; a forward gathers each layer as in training
+    model = trainer.model  # under ZeRO-3: partitioned; a forward gathers each module as in training
     model.eval()
     with torch.no_grad():
         trained_loss = float(model(**batch).loss)
-    if trainer.args.process_index != 0:
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return None
-    plain_keys = sorted(build_model(args.hidden, args.layers, args.image_side).state_dict())
+    if trainer.deepspeed is not None:  # else from_pretrained would partition the model for ZeRO-3 (on rank 0 alone)
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
     loaded = LlavaForConditionalGeneration.from_pretrained(folder)
     loaded_keys = sorted(loaded.state_dict())
     tokenprune.wrap(loaded, "pyramiddrop").eval()
     with torch.no_grad():
         loaded_loss = float(loaded(**batch).loss)
-    return {"keys_equal_never_wrapped": loaded_keys == plain_keys, "num_keys": len(loaded_keys),
+    return {"keys_equal_never_wrapped": loaded_keys == args.plain_keys, "num_keys": len(loaded_keys),
             "trained_loss": trained_loss, "reloaded_loss": loaded_loss,
             "reloaded_pruned": loaded.tokenprune.stats.visual_tokens[-1]}
 

@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = 0
+    owns_group = world > 1 and not dist.is_initialized()  # a caller may have set up the process group
     if world > 1:
         if args.device.startswith("cuda"):
             args.device = f"cuda:{os.environ['LOCAL_RANK']}"
             torch.cuda.set_device(args.device)
-        dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        if owns_group:
+            dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
         rank = dist.get_rank()
 
     dense = build_model(args)
@@ -160,7 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     if world > 1:
         per_rank = [None] * world
         dist.all_gather_object(per_rank, median)
-        dist.destroy_process_group()
+        if owns_group:
+            dist.destroy_process_group()
     report = {
         "model": {"hidden": args.hidden, "layers": args.layers, "visual_tokens": args.image_side**2,
                   "sequence": batches[0]["input_ids"].shape[1], "batch": args.batch, "device": args.device,

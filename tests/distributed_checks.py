@@ -401,6 +401,23 @@ def check_deepspeed(rank: int, refs: dict, stage: int) -> dict:
     return result
 
 
+def check_timing_example(tmp: Path) -> dict:
+    """`examples/train_with_pyramiddrop.py` under DDP (its step-time numbers are in docs/results/cpu.md)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "train_with_pyramiddrop.py"
+    spec = importlib.util.spec_from_file_location("train_with_pyramiddrop", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp / "timing.json"
+    report = module.main(["--hidden", "64", "--layers", "4", "--image-side", "4", "--prompt-tokens", "4",
+                          "--answer-tokens", "2", "--batch", "1", "--samples", "2", "--steps", "2", "--warmup", "0",
+                          "--threads", "1", "--json", str(out)])
+    dist.barrier()
+    report["written"] = json.loads(out.read_text()) == report if dist.get_rank() == 0 else None
+    return report
+
+
 # -- driver -----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -428,6 +445,7 @@ def main() -> None:
         "fsdp_mixed_precision": lambda: check_fsdp_mixed_precision(rank, refs),
         "fsdp_checkpoint": lambda: check_fsdp_checkpoint(rank, args.tmp),
         "fsdp1": lambda: check_fsdp1(rank, refs),
+        "timing_example": lambda: check_timing_example(args.tmp),
         "ddp_float32": lambda: check_ddp(rank, refs, dtype=torch.float32),  # the float32 yardstick for DeepSpeed
         # Not in "all": DeepSpeed is optional (tests/test_distributed.py runs these when it is installed).
         "deepspeed_zero2": lambda: check_deepspeed(rank, refs, 2),
