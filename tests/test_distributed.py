@@ -82,6 +82,16 @@ def test_ddp_equals_one_process_over_the_union_batch(results, check, rank):
     assert result["checkpointing"] is (check == "ddp_checkpointing")
 
 
+def test_ddp_with_a_text_only_rank_equals_one_process(results):
+    """Rank 1's batch has no image: no scoring there, no collective in the engine, same gradients."""
+    rank0, rank1 = results["rank0"]["ddp_text_only_rank"], results["rank1"]["ddp_text_only_rank"]
+    for result in (rank0, rank1):
+        assert result["loss_gap"] <= EXACT and result["grad_gap"] <= EXACT * max(1.0, result["grad_scale"])
+        assert result["grad_keys_match"] and result["stats_match_union_rows"]
+    assert rank0["visual_tokens"][-1] == [2, 4, 2]  # rows with 1, 2 and 1 images
+    assert rank1["visual_tokens"] is None  # this rank never saw an image: no stats yet
+
+
 @pytest.mark.parametrize("rank", RANKS)
 def test_ddp_with_per_rank_mean_losses_is_not_the_union_mean(results, rank):
     """Negative control and the reason for num_items_in_batch: ranks hold 6 and 9 answer tokens."""
