@@ -2,8 +2,8 @@
 
 FSDP2 (``fully_shard`` per decoder layer) gathers a layer's parameters in a forward pre-hook that
 runs before the engine's, and reshards them after the layer's forward. A scorer that computes with
-the reduction layer itself sees gathered weights. A scorer with ``layer="previous"`` (FastV,
-SparseVLM, DART) calls the projections of the layer *below*, which has finished its forward: its
+the reduction layer itself sees gathered weights. A scorer with ``layer="previous"`` calls the
+projections of the layer *below*, which has finished its forward: its
 parameters are sharded DTensors again, and torch fails with "mixed torch.Tensor and DTensor".
 Gathering them here would be a collective that only ranks with visual tokens reach (a hang), so the
 engine names the fix instead: keep that layer gathered after its forward.
