@@ -378,13 +378,13 @@ def check_fsdp_checkpoint(rank: int, tmp: Path) -> dict:
     return result
 
 
-def check_deepspeed(rank: int, refs: dict, stage: int) -> dict:
+def check_deepspeed(rank: int, refs: dict, stage: int, strategy: str = "pyramiddrop") -> dict:
     """ZeRO-2 / ZeRO-3 through deepspeed.initialize (CPU accelerator, gloo), float32."""
     import deepspeed
     from deepspeed.utils import safe_get_full_grad
 
     model = make_model(dtype=torch.float32)
-    tokenprune.wrap(model, "pyramiddrop")
+    tokenprune.wrap(model, strategy)
     config = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1, "gradient_clipping": 0.0,
               "zero_optimization": {"stage": stage}, "zero_allow_untested_optimizer": True}
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
@@ -402,7 +402,7 @@ def check_deepspeed(rank: int, refs: dict, stage: int) -> dict:
         history.append({"loss": loss.detach().clone(), "grads": grads,
                         "visual_tokens": model.tokenprune.stats.visual_tokens})
         engine.step()
-    result = compare(history, refs["float32"], rank)
+    result = compare(history, refs["float32" if strategy == "pyramiddrop" else f"{strategy}_float32"], rank)
     result["zero_stage"] = engine.zero_optimization_stage()
     return result
 
@@ -438,6 +438,8 @@ def main() -> None:
     refs = {"plain": reference(), "gc": reference(checkpointing=True), "fastv": reference("fastv")}
     if "deepspeed" in args.checks or "float32" in args.checks:
         refs["float32"] = reference(dtype=torch.float32)
+    if "deepspeed_zero3_fastv" in args.checks:
+        refs["fastv_float32"] = reference("fastv", dtype=torch.float32)
     checks = {
         "ddp": lambda: check_ddp(rank, refs),
         "ddp_checkpointing": lambda: check_ddp(rank, refs, checkpointing=True),
@@ -457,6 +459,7 @@ def main() -> None:
         # Not in "all": DeepSpeed is optional (tests/test_distributed.py runs these when it is installed).
         "deepspeed_zero2": lambda: check_deepspeed(rank, refs, 2),
         "deepspeed_zero3": lambda: check_deepspeed(rank, refs, 3),
+        "deepspeed_zero3_fastv": lambda: check_deepspeed(rank, refs, 3, strategy="fastv"),
     }
     wanted = [n for n in checks if not n.startswith(("deepspeed", "ddp_float32"))] if args.checks == "all" else args.checks.split(",")
     results = {}
