@@ -28,6 +28,12 @@ from transformers import PreTrainedTokenizerFast
 VOCAB = 64
 SEED = 0
 STD = 0.2
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }} {% else %}IMAGE {% endif %}"
+    "{% endfor %}{% endfor %}"
+)
+"""Renders a chat as its words and each image as the family's image marker (``IMAGE`` is replaced)."""
 QWEN_SPECIAL = {"<|vision_start|>": 5, "<|vision_end|>": 6, "<|image_pad|>": 7, "<|video_pad|>": 8}
 
 
@@ -88,7 +94,8 @@ def build_llava(path: Path) -> Path:
     images = CLIPImageProcessor(size={"shortest_edge": 112}, crop_size={"height": 112, "width": 112})
     tokenizer = _tokenizer({"<image>": 4}, {"image_token": "<image>"})
     LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
-                   num_additional_image_tokens=1).save_pretrained(path)  # fmt: skip
+                   num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),
+                   ).save_pretrained(path)  # fmt: skip
     return path
 
 
@@ -105,7 +112,8 @@ def _qwen_processor(family: str):
         from transformers import Qwen2VLProcessor as cls
     else:
         from transformers import Qwen2_5_VLProcessor as cls
-    return cls(image_processor=images, tokenizer=tokenizer, video_processor=videos)
+    mark = "<|vision_start|><|image_pad|><|vision_end|>"
+    return cls(image_processor=images, tokenizer=tokenizer, video_processor=videos, chat_template=CHAT_TEMPLATE.replace("IMAGE", mark))
 
 
 def build_qwen(path: Path, family: str) -> Path:

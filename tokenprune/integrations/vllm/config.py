@@ -31,7 +31,7 @@ __all__ = [
     "CONFIG_KEY",
     "ARCHITECTURES",
     "VllmPruning",
-    "pruning_from_hf_config",
+    "build_pruning",
     "projector_strategies",
     "hf_overrides",
     "REQUEST_KEY",
@@ -146,17 +146,10 @@ def _why_not(label: str, strategy: Any) -> str:
     )
 
 
-def pruning_from_hf_config(hf_config: Any) -> VllmPruning | None:
-    """The validated strategy in ``hf_config.tokenprune``, or ``None`` when the key is absent (dense)."""
-    options = getattr(hf_config, CONFIG_KEY, None)
-    if options is None:
-        return None
-    try:
-        return build_pruning(options)
-    except TokenpruneError:
-        raise
-    except (TypeError, ValueError) as err:  # pydantic.ValidationError is a ValueError
-        raise type(err)(f"tokenprune (vLLM plugin), hf_overrides[{CONFIG_KEY!r}] = {json.dumps(options)}: {err}") from err
+def _located(err: Exception, where: str, options: Any) -> Exception:
+    """``err``'s own message (pydantic's, as `tokenprune.wrap` shows it), prefixed with where the options came from."""
+    kind = TypeError if isinstance(err, TypeError) else ValueError
+    return kind(f"tokenprune (vLLM plugin), {where} = {json.dumps(options)}: {err}")
 
 
 def hf_overrides(model: str | Path, strategy: str, /, **options: Any) -> dict[str, Any]:
@@ -202,7 +195,7 @@ def resolve_request(request: Any, default: dict[str, Any] | None) -> dict[str, A
     except TokenpruneError:
         raise
     except (TypeError, ValueError) as err:
-        raise type(err)(f"tokenprune (vLLM plugin), {where} = {json.dumps(chosen)}: {err}") from err
+        raise _located(err, where, chosen) from err
     return dict(chosen)
 
 
