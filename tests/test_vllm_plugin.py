@@ -53,7 +53,9 @@ def vllm_python() -> str:
     python = given or (str(DEFAULT_VENV) if DEFAULT_VENV.exists() else None)
     if python is None:
         pytest.skip(HOW_TO)
-    probe = _run(python, "-c", "import vllm, tokenprune.integrations.vllm.llava, tokenprune.integrations.vllm.qwen_vl", timeout=300)
+    if not Path(python).exists():
+        pytest.fail(f"{ENV_VAR}={python} does not exist. {HOW_TO}")
+    probe = _run(python, "-c", "import vllm, tokenprune.integrations.vllm._llava, tokenprune.integrations.vllm._qwen_vl", timeout=300)
     if probe.returncode != 0:
         pytest.fail(f"{python} (from {ENV_VAR if given else DEFAULT_VENV}) cannot import vllm and the plugin:\n{probe.stderr[-3000:]}")
     return python

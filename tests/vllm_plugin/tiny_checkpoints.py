@@ -76,22 +76,26 @@ def _rename_llava_tower(path: Path) -> None:
     save_file(renamed, str(file), metadata={"format": "pt"})
 
 
-def build_llava(path: Path) -> Path:
+def build_llava(path: Path, *, image_size: int = 112, vision: tuple[int, int, int] = (64, 3, 4),
+                text: tuple[int, int, int] = (128, 2, 4), max_positions: int = 512) -> Path:
+    """LLaVA-1.5 layout; ``vision`` and ``text`` are ``(hidden, layers, heads)`` (the benchmark uses larger ones)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    vision = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-                              image_size=112, patch_size=14, projection_dim=64)  # fmt: skip
-    text = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=512, bos_token_id=1,
-                       eos_token_id=2, pad_token_id=3)  # fmt: skip
-    config = LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=4,
-                         vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=64)  # fmt: skip
+    (v_hidden, v_layers, v_heads), (t_hidden, t_layers, t_heads) = vision, text
+    patches = (image_size // 14) ** 2
+    vision_config = CLIPVisionConfig(hidden_size=v_hidden, intermediate_size=2 * v_hidden, num_hidden_layers=v_layers,
+                                     num_attention_heads=v_heads, image_size=image_size, patch_size=14, projection_dim=v_hidden)  # fmt: skip
+    text_config = LlamaConfig(hidden_size=t_hidden, intermediate_size=2 * t_hidden, num_hidden_layers=t_layers,
+                              num_attention_heads=t_heads, num_key_value_heads=max(1, t_heads // 2), vocab_size=VOCAB,
+                              max_position_embeddings=max_positions, bos_token_id=1, eos_token_id=2, pad_token_id=3)  # fmt: skip
+    config = LlavaConfig(vision_config=vision_config.to_dict(), text_config=text_config.to_dict(), image_token_index=4,
+                         vision_feature_layer=-2, vision_feature_select_strategy="default", image_seq_length=patches)  # fmt: skip
     torch.manual_seed(SEED)
     model = LlavaForConditionalGeneration(config).float()
     _reinit(model)
     model.save_pretrained(path)
     _rename_llava_tower(path)
-    images = CLIPImageProcessor(size={"shortest_edge": 112}, crop_size={"height": 112, "width": 112})
+    images = CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     tokenizer = _tokenizer({"<image>": 4}, {"image_token": "<image>"})
     LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
                    num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE.replace("IMAGE", "<image>"),

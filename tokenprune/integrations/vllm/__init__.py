@@ -14,6 +14,10 @@ A model runs with the plugin when its config names the tokenprune architecture, 
 ``hf_overrides`` (`hf_overrides` builds it); the ``tokenprune`` entry of the same overrides is the
 default strategy, and a request may choose its own with ``mm_processor_kwargs={"tokenprune": {...}}``
 (``{"strategy": "none"}``: dense). See docs/integrations.md, section vLLM.
+
+Modules: `config` (options, validation, per-request choices; no vLLM import), `positions` (M-RoPE
+positions of kept tokens; no vLLM import), and the vLLM classes in ``_llava``, ``_qwen_vl`` and
+``_processing`` (private: they import vLLM, which only the vLLM venv has).
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from .config import ARCHITECTURES, CONFIG_KEY, DENSE, REQUEST_KEY, hf_overrides,
 __all__ = ["register", "hf_overrides", "ARCHITECTURES", "CONFIG_KEY", "REQUEST_KEY", "DENSE", "projector_strategies"]
 
 _CLASSES = {
-    "TokenpruneLlavaForConditionalGeneration": "tokenprune.integrations.vllm.llava:TokenpruneLlavaForConditionalGeneration",
-    "TokenpruneQwen2VLForConditionalGeneration": "tokenprune.integrations.vllm.qwen_vl:TokenpruneQwen2VLForConditionalGeneration",
-    "TokenpruneQwen2_5_VLForConditionalGeneration": "tokenprune.integrations.vllm.qwen_vl:TokenpruneQwen2_5_VLForConditionalGeneration",
+    "TokenpruneLlavaForConditionalGeneration": "tokenprune.integrations.vllm._llava:TokenpruneLlavaForConditionalGeneration",
+    "TokenpruneQwen2VLForConditionalGeneration": "tokenprune.integrations.vllm._qwen_vl:TokenpruneQwen2VLForConditionalGeneration",
+    "TokenpruneQwen2_5_VLForConditionalGeneration": "tokenprune.integrations.vllm._qwen_vl:TokenpruneQwen2_5_VLForConditionalGeneration",
 }
 
 

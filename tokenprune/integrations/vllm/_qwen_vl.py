@@ -43,7 +43,7 @@ from ...errors import UnsupportedFeatureError
 from ...projector_selection import kept_packed_count, select_packed
 from .config import CONFIG_KEY, decode_choice, resolve_request
 from .positions import attach_offsets, detach_offsets, grid_offsets, mrope_positions
-from .processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
+from ._processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
 
 __all__ = [
     "TokenpruneQwen2VLForConditionalGeneration",

@@ -42,7 +42,7 @@ from ...encoder.context import EncoderContext
 from ...errors import UnsupportedFeatureError
 from ...projector_selection import kept_patch_count, select_patches
 from .config import CONFIG_KEY, decode_choice, resolve_request
-from .processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
+from ._processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
 
 __all__ = ["TokenpruneLlavaForConditionalGeneration", "TokenpruneLlavaProcessingInfo", "TokenpruneLlavaProcessor"]
 
