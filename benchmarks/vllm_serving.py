@@ -62,8 +62,6 @@ def _image_url(seed: int) -> str:
 
 
 def _start(model: Path, port: int, plugin: bool, log: Path) -> subprocess.Popen:
-    from check_serve import free_port  # noqa: F401  (same helpers as the serve test)
-
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--host", "127.0.0.1",
            "--port", str(port), "--dtype", "bfloat16", "--max-model-len", "2048", "--max-num-seqs", "16",
            "--max-num-batched-tokens", "4096", "--enforce-eager", "--limit-mm-per-prompt", json.dumps({"image": 1}),

@@ -52,7 +52,7 @@ def select_patches(selection: ProjectorSelection, ctx: EncoderContext, kept: int
         ScheduleError: the reducer kept another number of tokens.
     """
     x = ctx.hidden
-    batch, n = x.shape[:2]
+    batch = x.shape[0]
     prefix = ctx.num_prefix
     visual = ctx.visual
     with torch.no_grad():

@@ -23,9 +23,9 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # the model lives in this process (apply_model)
 os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
 NEW_TOKENS = 6
 STRATEGIES = [
@@ -59,8 +59,9 @@ def prompts(family: str) -> list[dict]:
 
 # -- transformers --------------------------------------------------------------------------------
 def transformers_side(family: str, path: Path, cases: list[dict], items: list[dict]) -> list[dict]:
-    import tokenprune
     from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationConfig
+
+    import tokenprune
 
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # generate falls back to it

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from check_plugin import ARCH, NEW_TOKENS, STRATEGIES, prompts  # noqa: E402
+from check_plugin import ARCH, NEW_TOKENS, STRATEGIES, prompts
 
 DEFAULT = {"strategy": "visionzip", "ratio": 0.5}
 STARTUP_LIMIT_S = 300

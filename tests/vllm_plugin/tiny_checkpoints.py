@@ -79,7 +79,14 @@ def _rename_llava_tower(path: Path) -> None:
 def build_llava(path: Path, *, image_size: int = 112, vision: tuple[int, int, int] = (64, 3, 4),
                 text: tuple[int, int, int] = (128, 2, 4), max_positions: int = 512) -> Path:
     """LLaVA-1.5 layout; ``vision`` and ``text`` are ``(hidden, layers, heads)`` (the benchmark uses larger ones)."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     (v_hidden, v_layers, v_heads), (t_hidden, t_layers, t_heads) = vision, text
     patches = (image_size // 14) ** 2
@@ -127,12 +134,14 @@ def build_qwen(path: Path, family: str) -> Path:
                 bos_token_id=1, eos_token_id=2, pad_token_id=3)  # fmt: skip
     ids = dict(image_token_id=7, video_token_id=8, vision_start_token_id=5, vision_end_token_id=6, tie_word_embeddings=False)
     if family == "qwen2_vl":
-        from transformers import Qwen2VLConfig as Config, Qwen2VLForConditionalGeneration as Model
+        from transformers import Qwen2VLConfig as Config
+        from transformers import Qwen2VLForConditionalGeneration as Model
 
         vision = dict(depth=2, embed_dim=64, num_heads=4, mlp_ratio=2, hidden_size=128, patch_size=14,
                       temporal_patch_size=2, spatial_merge_size=2, in_channels=3)  # fmt: skip
     else:
-        from transformers import Qwen2_5_VLConfig as Config, Qwen2_5_VLForConditionalGeneration as Model
+        from transformers import Qwen2_5_VLConfig as Config
+        from transformers import Qwen2_5_VLForConditionalGeneration as Model
 
         vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4, out_hidden_size=128, patch_size=14,
                       temporal_patch_size=2, spatial_merge_size=2, in_channels=3, window_size=56,

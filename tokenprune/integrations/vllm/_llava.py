@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
 from vllm.config import VllmConfig
 from vllm.model_executor.models.clip import CLIPVisionModel
 from vllm.model_executor.models.llava import (
@@ -41,8 +40,8 @@ from ...adapters.hf_vision import HFVisionAdapter
 from ...encoder.context import EncoderContext
 from ...errors import UnsupportedFeatureError
 from ...projector_selection import kept_patch_count, select_patches
-from .config import CONFIG_KEY, decode_choice, resolve_request
 from ._processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
+from .config import CONFIG_KEY, decode_choice, resolve_request
 
 __all__ = ["TokenpruneLlavaForConditionalGeneration", "TokenpruneLlavaProcessingInfo", "TokenpruneLlavaProcessor"]
 

@@ -22,7 +22,6 @@ from functools import partial
 from typing import Any
 
 import torch
-
 from vllm.config import VllmConfig
 from vllm.model_executor.models.qwen2_5_vl import (
     Qwen2_5_VLDummyInputsBuilder,
@@ -41,9 +40,9 @@ from vllm.multimodal.processing import PromptReplacement
 
 from ...errors import UnsupportedFeatureError
 from ...projector_selection import kept_packed_count, select_packed
+from ._processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
 from .config import CONFIG_KEY, decode_choice, resolve_request
 from .positions import attach_offsets, detach_offsets, grid_offsets, mrope_positions
-from ._processing import CHOICE_FIELD, PruningInfoMixin, PruningProcessorMixin, choice_of_item
 
 __all__ = [
     "TokenpruneQwen2VLForConditionalGeneration",
