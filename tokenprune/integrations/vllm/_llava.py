@@ -166,7 +166,7 @@ class TokenpruneLlavaForConditionalGeneration(LlavaForConditionalGeneration):
                 kept = x[:, 1:]
             else:
                 index, kept = self._select(choice, x)
-                for r, idx in zip(rows, index):
+                for idx in index:  # slot 0 is [CLS]: patch p sits in slot p + 1
                     self.tokenprune_records.append(
                         {"strategy": choice.name, "options": choice.options, "kept": (idx[1:] - 1).tolist()}
                     )
