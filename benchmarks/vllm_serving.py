@@ -15,9 +15,11 @@ one after the other, each answering streamed chat requests, every request with i
   ``visionzip`` or ``pooling`` (both keeping ``--ratio`` of the 576 tokens) through
   ``mm_processor_kwargs``.
 
-For every configuration and concurrency C, C client threads send requests back to back until
-``--requests`` (scaled by C) are done; per request: TTFT (first streamed token), TPOT (mean gap of
-the later tokens); per run: requests per second. Medians are reported; the JSON keeps every request.
+Both servers run side by side. For every concurrency C, the four configurations take turns for
+``--rounds`` rounds; in each turn C client threads send ``--requests * C`` requests back to back.
+Per request: TTFT (first streamed token), TPOT (mean gap of the later tokens); per turn: requests
+per second. Reported: medians over all requests, mean throughput over the rounds; the JSON keeps
+every request.
 """
 
 from __future__ import annotations
@@ -141,6 +143,19 @@ def _level(port: int, model: Path, choice: dict | None, concurrency: int, reques
     }  # fmt: skip
 
 
+def _merge(levels: list[dict]) -> dict:
+    """One configuration at one concurrency over all rounds: medians over every request, mean throughput."""
+    per_request = [r for level in levels for r in level["per_request"]]
+    return {
+        "concurrency": levels[0]["concurrency"], "requests": len(per_request), "rounds": len(levels),
+        "requests_per_s": statistics.mean(level["requests_per_s"] for level in levels),
+        "requests_per_s_rounds": [level["requests_per_s"] for level in levels],
+        "ttft_median_s": statistics.median(r["ttft_s"] for r in per_request),
+        "tpot_median_s": statistics.median(r["tpot_s"] for r in per_request),
+        "prompt_tokens": levels[0]["prompt_tokens"], "per_request": per_request,
+    }  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> None:
     from check_serve import _stop, free_port
 
@@ -149,24 +164,32 @@ def run(args: argparse.Namespace) -> None:
                "plugin-pooling": {"strategy": "pooling", "ratio": args.ratio}}  # fmt: skip
     out = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "LLaVA-1.5 layout, CLIP 336px "
            "(576 patches) d=256 x6, Llama d=512 x6, bf16, random weights", "ratio": args.ratio, "new_tokens": args.tokens,
-           "runs": []}  # fmt: skip
-    seed = 1000
-    for plugin in (False, True):
-        port = free_port()
-        server = _start(model, port, plugin, Path(args.out).with_suffix(f".{'plugin' if plugin else 'stock'}.log"))
-        try:
-            _one(port, model, 1, None, 2)  # warm up once per server
-            names = [c for c in CONFIGS if c.startswith("plugin")] if plugin else ["stock"]
-            for c in CONCURRENCY:
-                for name in names:  # configurations interleaved per level: drift on a shared machine hits all alike
+           "rounds": args.rounds, "runs": []}  # fmt: skip
+    # Both servers run side by side (an idle server costs no CPU) and the configurations take turns,
+    # round after round, so drift on a shared machine hits all of them alike.
+    ports = {"stock": free_port(), "plugin": free_port()}
+    servers = {}
+    try:
+        for kind, port in ports.items():
+            servers[kind] = _start(model, port, kind == "plugin", Path(args.out).with_suffix(f".{kind}.log"))
+            _one(port, model, 1, None, 2)  # warm up
+        seed = 1000
+        for c in CONCURRENCY:
+            levels: dict[str, list[dict]] = {name: [] for name in CONFIGS}
+            for _ in range(args.rounds):
+                for name in CONFIGS:
+                    port = ports["stock" if name == "stock" else "plugin"]
                     requests = args.requests * c
-                    level = _level(port, model, choices.get(name), c, requests, args.tokens, seed)
+                    levels[name].append(_level(port, model, choices.get(name), c, requests, args.tokens, seed))
                     seed += requests
-                    level["config"] = name
-                    out["runs"].append(level)
-                    print(f"{name:18s} c={c:2d} rps={level['requests_per_s']:.2f} ttft={level['ttft_median_s']*1000:.0f} ms "
-                          f"tpot={level['tpot_median_s']*1000:.1f} ms prompt={level['prompt_tokens']}", flush=True)  # fmt: skip
-        finally:
+            for name in CONFIGS:
+                merged = _merge(levels[name])
+                merged["config"] = name
+                out["runs"].append(merged)
+                print(f"{name:18s} c={c:2d} rps={merged['requests_per_s']:.2f} ttft={merged['ttft_median_s']*1000:.0f} ms "
+                      f"tpot={merged['tpot_median_s']*1000:.1f} ms prompt={merged['prompt_tokens']}", flush=True)  # fmt: skip
+    finally:
+        for server in servers.values():
             _stop(server)
     Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out}")
@@ -206,7 +229,8 @@ def main() -> None:
     r.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vllm_serving.json"))
     r.add_argument("--model-dir", default="/tmp/tokenprune-vllm-bench-model")
     r.add_argument("--ratio", type=float, default=0.25)
-    r.add_argument("--requests", type=int, default=2, help="requests per concurrent client (per level)")
+    r.add_argument("--requests", type=int, default=1, help="requests per concurrent client, per round and level")
+    r.add_argument("--rounds", type=int, default=2, help="turns each configuration takes at each level")
     r.add_argument("--tokens", type=int, default=16)
     p = sub.add_parser("plot")
     p.add_argument("json")
