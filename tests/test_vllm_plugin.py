@@ -42,8 +42,8 @@ HOW_TO = (
 )
 
 
-def _run(python: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+def _run(python: str, *args: str, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **extra_env}
     return subprocess.run([python, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
@@ -69,9 +69,9 @@ def checkpoints(vllm_python, tmp_path_factory) -> Path:
     return root
 
 
-def _script_json(python: str, script: str, *args: str) -> dict:
+def _script_json(python: str, script: str, *args: str, **extra_env: str) -> dict:
     out = Path(args[-1])
-    done = _run(python, str(SCRIPTS / script), *args)
+    done = _run(python, str(SCRIPTS / script), *args, **extra_env)
     assert done.returncode == 0, f"{script} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
     return json.loads(out.read_text())
 
@@ -79,13 +79,16 @@ def _script_json(python: str, script: str, *args: str) -> dict:
 @pytest.fixture(scope="session")
 def plugin_runs(vllm_python, checkpoints, tmp_path_factory) -> dict:
     """``check_plugin.py`` once per family (cached for the session)."""
-    cache: dict[str, dict] = {}
+    cache: dict[tuple[str, int], dict] = {}
     out_dir = tmp_path_factory.mktemp("vllm-runs")
 
-    def get(family: str) -> dict:
-        if family not in cache:
-            cache[family] = _script_json(vllm_python, "check_plugin.py", family, str(checkpoints / family), str(out_dir / f"{family}.json"))
-        return cache[family]
+    def get(family: str, batched_tokens: int = 1024) -> dict:
+        key = (family, batched_tokens)
+        if key not in cache:
+            out = str(out_dir / f"{family}-{batched_tokens}.json")
+            cache[key] = _script_json(vllm_python, "check_plugin.py", family, str(checkpoints / family), out,
+                                      TOKENPRUNE_CHECK_BATCHED_TOKENS=str(batched_tokens))  # fmt: skip
+        return cache[key]
 
     return get
 
@@ -103,9 +106,11 @@ def test_plugin_keeps_the_indices_tokenprune_wrap_keeps(plugin_runs, family):
     assert pruned == 4 * 3  # 4 strategies x (one + two images)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_greedy_generation_equals_the_transformers_path(plugin_runs, family):
-    run = plugin_runs(family)
+@pytest.mark.parametrize("family, batched_tokens", [*((f, 1024) for f in FAMILIES), ("qwen2_vl", 16)])
+def test_greedy_generation_equals_the_transformers_path(plugin_runs, family, batched_tokens):
+    """``batched_tokens=16``: every prefill runs in chunks of 16 tokens, so a pruned image's kept
+    tokens (and their M-RoPE offsets) arrive over several steps."""
+    run = plugin_runs(family, batched_tokens)
     dense_length = {vl["prompt"]: vl["prompt_tokens"] for vl in run["vllm"]["single"] if vl["case"]["strategy"] == "none"}
     for hf, vl in zip(run["transformers"], run["vllm"]["single"]):
         label = f"{family} {hf['case']} {hf['prompt']}"

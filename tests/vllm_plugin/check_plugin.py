@@ -28,6 +28,9 @@ import torch
 from PIL import Image
 
 NEW_TOKENS = 6
+BATCHED_TOKENS = int(os.environ.get("TOKENPRUNE_CHECK_BATCHED_TOKENS", "1024"))
+"""vLLM's token budget per step; below a prompt's length, its prefill runs in chunks (and an image's
+placeholder run may straddle two chunks)."""
 STRATEGIES = [
     {"strategy": "visionzip", "ratio": 0.5},
     {"strategy": "divprune", "ratio": 0.25},
@@ -121,7 +124,7 @@ def vllm_side(family: str, path: Path, cases: list[dict], items: list[dict]) -> 
     started = time.perf_counter()
     llm = LLM(
         model=str(path), hf_overrides={"architectures": [ARCH[family]]}, dtype="float32", max_model_len=512,
-        max_num_seqs=4, max_num_batched_tokens=1024, enforce_eager=True, limit_mm_per_prompt={"image": 2},
+        max_num_seqs=4, max_num_batched_tokens=BATCHED_TOKENS, enforce_eager=True, limit_mm_per_prompt={"image": 2},
         seed=0,
     )  # fmt: skip
     startup = time.perf_counter() - started
