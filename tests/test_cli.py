@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tokenprune
-from tokenprune.cli import main, parse_option
+from tokenprune.tools.cli import main, parse_option
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_a_closed_pipe_stops_the_output_quietly():
     import sys
 
     # ~100 listings overflow the pipe buffer, so the writer is still writing when the reader leaves.
-    code = "import sys; from tokenprune.cli import main; sys.exit(max(main(['list']) for _ in range(100)))"
+    code = "import sys; from tokenprune.tools.cli import main; sys.exit(max(main(['list']) for _ in range(100)))"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # the reader leaves after one line, as `head -1` does

@@ -43,13 +43,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .api import pruned
-from .engine.compat import cache_from_output
-from .composite import runs_in_llm_only
-from .cost import ModelDims, estimate, kv_cache_bytes
-from .errors import UnsupportedFeatureError
-from .registry import get_registry
+from .. import __version__
+from ..api import pruned
+from ..engine.compat import cache_from_output
+from ..composite import runs_in_llm_only
+from ..cost import ModelDims, estimate, kv_cache_bytes
+from ..errors import UnsupportedFeatureError
+from ..registry import get_registry
 
 __all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
 

@@ -29,7 +29,7 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE_TOKEN)
 ``<image>`` is 4 (the ``image_token_index`` of `build_config`)."""
 IMAGE_PX, PATCH_PX = 60, 6
 NUM_PATCHES = (IMAGE_PX // PATCH_PX) ** 2  # 100 visual tokens per image
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-vqa-llava"
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "tiny-vqa-llava"
 """The checkpoint shipped in the package (weights, config, tokenizer): what `load_tiny_vqa` loads
 when given no path, and what ``tokenprune eval`` / ``fidelity`` / ``visualize`` / ``demo`` use."""
 

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .composite import runs_in_llm_only
-from .errors import TokenpruneError
-from .registry import get_registry
+from .. import __version__
+from ..composite import runs_in_llm_only
+from ..errors import TokenpruneError
+from ..registry import get_registry
 
 __all__ = ["main", "build_parser", "parse_option", "format_table", "flops_report", "render_flops", "render_bench"]
 
@@ -277,7 +277,7 @@ def load_dims(model: str) -> tuple[Any, str]:
     Local paths are read with ``AutoConfig.from_pretrained(..., local_files_only=True)``: nothing is
     downloaded (`tokenprune.cost.ModelDims.load`).
     """
-    from .cost import PRESETS, ModelDims
+    from ..cost import PRESETS, ModelDims
 
     try:
         dims = ModelDims.load(model)
@@ -299,7 +299,7 @@ def flops_report(
 
     The schedule is the strategy's own: ``get_registry().build(strategy, **options).scheduler.plan(num_layers, [N])``.
     """
-    from .cost import estimate
+    from ..cost import estimate
 
     dims, source = load_dims(model)
     n = visual_tokens if visual_tokens is not None else dims.visual_tokens
@@ -592,7 +592,7 @@ def _strategy_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_flops(sub: Any) -> None:
-    from .cost import PRESETS
+    from ..cost import PRESETS
 
     flops = sub.add_parser(
         "flops",

@@ -7,7 +7,7 @@ first: visual tokens per layer, paper-convention FLOPs (for the demo model and f
 LLaVA-1.5-7B shape under the same schedule), prefill wall time, and that a keep-everything
 schedule generates exactly what the unwrapped model generates.
 
-`run` returns plain JSON-ready data; `tokenprune.cli` renders it.
+`run` returns plain JSON-ready data; `tokenprune.tools.cli` renders it.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .api import pruned
-from .cost import stack_flops
-from .registry import get_registry
+from .. import __version__
+from ..api import pruned
+from ..cost import stack_flops
+from ..registry import get_registry
 
 __all__ = ["build_model", "build_inputs", "run", "LLAVA_7B", "DEMO_DIMS"]
 
@@ -243,12 +243,12 @@ def run(
     trained_questions: int = 64,
     picture: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the demo reports, as JSON-ready data (see `tokenprune.cli` for the rendering).
+    """Everything the demo reports, as JSON-ready data (see `tokenprune.tools.cli` for the rendering).
 
     ``threads`` (torch intra-op threads, ``None`` = leave as is) defaults to 1: the demo's matrices
     are too small to gain much from threads, while threads spin-waiting for a core on a busy machine
     (CI, shared boxes) made the run up to 10x slower. The previous setting is restored afterwards.
-    ``trained_questions`` > 0 adds the trained tiny VQA LLaVA part (`tokenprune.vqa.demo`): that many
+    ``trained_questions`` > 0 adds the trained tiny VQA LLaVA part (`tokenprune.tools.vqa.demo`): that many
     test questions per dataset answered dense and wrapped, and the kept-patch picture at ``picture``.
     """
     options = dict(options or {})

@@ -3,7 +3,7 @@
 All three default to the checkpoint shipped in the package (``tokenprune/assets/tiny-vqa-llava``),
 so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any checkpoint saved by
 ``examples/train_tiny_vqa.py``. For other models use the library functions they wrap:
-`tokenprune.vqa.evaluate.sweep`, `tokenprune.fidelity.fidelity`, `tokenprune.visualize.kept_grids`.
+`tokenprune.tools.vqa.evaluate.sweep`, `tokenprune.tools.fidelity.fidelity`, `tokenprune.tools.visualize.kept_grids`.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def add_subcommands(sub: Any) -> None:
         help="how closely a strategy reproduces dense: next-token KL, top-1 agreement, exact match",
         description="Run greedy generation dense and wrapped on test questions of the tiny VQA LLaVA and compare: "
         "KL(dense || wrapped) of the first answer token, top-1 agreement, exact match of the generated text. "
-        "For your own model and prompts use tokenprune.fidelity.fidelity(model, batches, strategy, options).",
+        "For your own model and prompts use tokenprune.tools.fidelity.fidelity(model, batches, strategy, options).",
     )
     _common(fid, _at_least, "grid-shapes")
     _strategy_arguments(fid)
@@ -114,7 +114,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 # -- eval -------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..cli import CliError
-    from ..registry import get_registry
+    from ...registry import get_registry
     from .evaluate import DEFAULT_BUDGETS, sweep
 
     registry = get_registry()
@@ -210,7 +210,7 @@ def render_fidelity(result: dict[str, Any]) -> str:
 
     Args:
         result: ``{"strategy", "options", "model", "datasets": {name: report}}``, each report as
-            `tokenprune.fidelity.fidelity` returns it.
+            `tokenprune.tools.fidelity.fidelity` returns it.
 
     Returns:
         Plain text for the terminal (the same numbers ``--json`` writes).
@@ -264,7 +264,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def visualize_one(vqa, image: torch.Tensor, question: str, strategy: str, options: dict, path: str,
                   truth: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Answer dense and wrapped, draw the kept patches per stage to ``path``; returns answers and stages."""
-    from ..api import pruned
+    from ...api import pruned
     from ..visualize import draw_stages, kept_grids
     from .model import IMAGE_PX, PATCH_PX
 

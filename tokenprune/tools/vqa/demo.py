@@ -11,8 +11,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..api import pruned
-from ..errors import TokenpruneError
+from ...api import pruned
+from ...errors import TokenpruneError
 from .datasets import DATASETS, load_split
 from .model import load_tiny_vqa
 
