@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import tokenprune
-from tokenprune.tools.cli import main, parse_option
+from tokenprune.tools.arguments import parse_option
+from tokenprune.tools.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import tiny_models as tm
 import tokenprune
 from encoder_models import make_timm, pixels
 from test_encoder_vlm import _llava
-from tokenprune.tools.cli import CliError, flops_report
+from tokenprune.tools.arguments import CliError
+from tokenprune.tools.cli import flops_report
 from tokenprune.components import (
     BipartiteMerge,
     ConstantRateScheduler,

@@ -50,6 +50,7 @@ from ..composite import runs_in_llm_only
 from ..cost import ModelDims, estimate, kv_cache_bytes
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry
+from .tiny_llava import LlavaDims, build_llava, llava_config
 
 __all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
 
@@ -86,6 +87,10 @@ class BenchShape:
     def visual_tokens(self) -> int:
         """Visual tokens per sample: images times patches per image."""
         return self.images * (self.image_size // self.patch_size) ** 2
+
+    def llava_dims(self) -> LlavaDims:
+        """The model part of the shape (what `tokenprune.tools.tiny_llava.llava_config` builds)."""
+        return LlavaDims(**{f: getattr(self, f) for f in LlavaDims.__dataclass_fields__})
 
     def scaled(self, factor: int) -> BenchShape:
         """Widths divided by ``factor`` (depth, token counts and the vocabulary kept); heads of width 64."""
@@ -155,24 +160,9 @@ def resolve_shape(
 
 def build_config(shape: BenchShape):
     """A `LlavaConfig` of the shape, SDPA attention."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden, intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size, patch_size=shape.patch_size, projection_dim=shape.vision_hidden,
-    )  # fmt: skip
     length = shape.text_tokens + shape.visual_tokens + shape.answer_tokens + 1024
-    text = LlamaConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=max(4096, length), pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=shape.vocab - 1,
-        image_seq_length=(shape.image_size // shape.patch_size) ** 2,
-    )  # fmt: skip
+    config = llava_config(shape.llava_dims(), image_token_id=shape.vocab - 1, max_positions=max(4096, length),
+                          pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)  # fmt: skip
     config._attn_implementation = "sdpa"
     return config
 
@@ -183,15 +173,7 @@ def build_model(shape: BenchShape, device: str = "cpu", dtype: torch.dtype = tor
     ``device="meta"`` builds the structure only (no memory, no init): a quick check that a shape
     constructs, e.g. the true 7B shape on a machine without a GPU.
     """
-    from transformers import LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlavaForConditionalGeneration._from_config(build_config(shape), dtype=dtype)
-    model.eval()
-    gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = PAD_ID, BOS_ID, EOS_ID
-    return model
+    return build_llava(build_config(shape), seed=seed, device=device, dtype=dtype)
 
 
 def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str = "cpu", labels: bool = False):
