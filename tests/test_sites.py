@@ -28,7 +28,7 @@ from tokenprune.components import (
     TextRaterScorer,
     TopKDrop,
 )
-from tokenprune.composite import runs_in_llm_only
+from tokenprune.vision_language import runs_in_llm_only
 
 
 def test_every_registered_component_declares_known_sites():

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composite import ProjectorSelection
+from ..vision_language import ProjectorSelection
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..engine.hooks import HookOwner
 from .context import EncoderContext

@@ -46,7 +46,7 @@ from torch import nn
 from .. import __version__
 from ..api import pruned
 from ..engine.compat import cache_from_output
-from ..composite import runs_in_llm_only
+from ..vision_language import runs_in_llm_only
 from ..cost import ModelDims, estimate, kv_cache_bytes
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry

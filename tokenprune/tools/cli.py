@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..composite import runs_in_llm_only
+from ..vision_language import runs_in_llm_only
 from ..errors import TokenpruneError
 from ..registry import get_registry
 from .arguments import (
