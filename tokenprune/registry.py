@@ -86,16 +86,10 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
-class EncoderAdapterSpec:
+class EncoderAdapterSpec(AdapterSpec):
     """A registered vision-encoder adapter and where it came from."""
 
     adapter: EncoderAdapter
-    source: str
-
-    @property
-    def name(self) -> str:
-        """The encoder adapter's registry name."""
-        return self.adapter.name
 
 
 @dataclass

@@ -22,6 +22,7 @@ __all__ = [
 class CliError(Exception):
     """A user error whose message is ready to print (exit status 2)."""
 
+
 def parse_option(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as JSON when it parses (``[2,4,6]``, ``0.3``, ``true``), else a string.
 
@@ -70,6 +71,7 @@ def build_strategy(strategy: str, options: dict[str, Any]) -> Any:
         return get_registry().build(strategy, **options)
     except ValidationError as exc:
         raise CliError(validation_message(exc, strategy)) from None
+
 
 def validation_message(exc: Any, strategy: str) -> str:
     """One paragraph from a pydantic ValidationError: each bad option, why, and the valid names."""

@@ -58,27 +58,16 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 TEXT_BEFORE_SHARE = 35 / 64  # LLaVA-1.5 chat template: ~35 tokens before the image, the question after
 
 
-@dataclass(frozen=True)
-class BenchShape:
-    """A LLaVA-1.5-style model (CLIP tower, 2-layer projector, Llama decoder) and its prompt.
+@dataclass(frozen=True, kw_only=True)
+class BenchShape(LlavaDims):
+    """A LLaVA-1.5-style model (CLIP tower, 2-layer projector, Llama decoder: the `LlavaDims` fields) and its prompt.
 
     ``images`` images of ``image_size`` px with ``patch_size`` px patches give
     ``images * (image_size // patch_size)**2`` visual tokens (the CLS feature is dropped).
+    Fields are given by name.
     """
 
     name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    vision_layers: int
-    vision_hidden: int
-    vision_intermediate: int
-    vision_heads: int
-    image_size: int = 336
-    patch_size: int = 14
     images: int = 1
     text_tokens: int = 64
     answer_tokens: int = 32
@@ -87,10 +76,6 @@ class BenchShape:
     def visual_tokens(self) -> int:
         """Visual tokens per sample: images times patches per image."""
         return self.images * (self.image_size // self.patch_size) ** 2
-
-    def llava_dims(self) -> LlavaDims:
-        """The model part of the shape (what `tokenprune.tools.tiny_llava.llava_config` builds)."""
-        return LlavaDims(**{f: getattr(self, f) for f in LlavaDims.__dataclass_fields__})
 
     def scaled(self, factor: int) -> BenchShape:
         """Widths divided by ``factor`` (depth, token counts and the vocabulary kept); heads of width 64."""
@@ -161,7 +146,7 @@ def resolve_shape(
 def build_config(shape: BenchShape):
     """A `LlavaConfig` of the shape, SDPA attention."""
     length = shape.text_tokens + shape.visual_tokens + shape.answer_tokens + 1024
-    config = llava_config(shape.llava_dims(), image_token_id=shape.vocab - 1, max_positions=max(4096, length),
+    config = llava_config(shape, image_token_id=shape.vocab - 1, max_positions=max(4096, length),
                           pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)  # fmt: skip
     config._attn_implementation = "sdpa"
     return config
@@ -675,6 +660,7 @@ def _measure(
             "avg_visual_tokens": prefill_cost.average_visual_tokens,
         },
         "shape": {
+            "name": shape.name,  # first, as before BenchShape extended LlavaDims
             **asdict(shape),
             "visual_tokens": n,
             "batch": r.batch,

@@ -73,6 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"\nVision-encoder adapters\n{format_table(encoders)}")
     return 0
 
+
 def _fields(config_cls: Any) -> str:
     """A config class's option names, or '-' when it has none."""
     return ", ".join(config_cls.model_fields) or "-"
@@ -113,6 +114,7 @@ def load_dims(model: str) -> tuple[Any, str]:
         raise CliError(f"--model: {exc}") from None
     return dims, "preset" if model.lower() in PRESETS else str(Path(model).expanduser())
 
+
 def flops_report(
     model: str,
     strategy: str = "pyramiddrop",
@@ -150,6 +152,7 @@ def flops_report(
     data = cost.to_dict()
     data.update(strategy=built.name, options=options, source=source, keep=[row[0] for row in schedule.keep])
     return data
+
 
 def cmd_flops(args: argparse.Namespace) -> int:
     """Print the cost table (or the JSON) of a strategy's schedule on a model shape."""
@@ -247,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(sub)
     return parser
 
+
 def _add_flops(sub: Any) -> None:
     from ..cost import PRESETS
 
@@ -274,6 +278,7 @@ def _add_flops(sub: Any) -> None:
         help="print the numbers as JSON instead of the table (or, with PATH, also write them there)",
     )  # fmt: skip
     flops.set_defaults(func=cmd_flops)
+
 
 def _add_bench(sub: Any) -> None:
     bench = sub.add_parser(
@@ -317,6 +322,7 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument("--json", metavar="PATH", help="write every number to this JSON file ('-': print it instead)")
     bench.add_argument("--plot", metavar="PATH", help="write a PNG of measured vs. ideal speedups (needs matplotlib)")
     bench.set_defaults(func=cmd_bench)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit status (0 ok, 2 usage error); never raises SystemExit itself."""

@@ -25,6 +25,7 @@ def render_demo(result: dict[str, Any]) -> str:
         sections.append(render_trained(result["trained"], result["strategy"]))
     return "\n\n".join(sections)
 
+
 def _header(r: dict[str, Any]) -> str:
     m, opts = r["model"], r["options"]
     shown = " ".join(f"{k}={json.dumps(v)}" for k, v in opts.items()) or "default options"
@@ -37,6 +38,7 @@ def _header(r: dict[str, Any]) -> str:
         f"  strategy  {r['strategy']} ({shown}): tokens drop before layers {layers_text(r['layers'])}"
     )
 
+
 def _tokens_section(r: dict[str, Any]) -> str:
     dense, pruned = r["visual_tokens"]["dense"], r["visual_tokens"]["pruned"]
     digits = len(str(max(max(row) for row in dense)))
@@ -47,9 +49,11 @@ def _tokens_section(r: dict[str, Any]) -> str:
     samples = " / ".join(str(b) for b in range(len(dense[0])))
     return f"Visual tokens per decoder layer (samples {samples})\n" + format_table(rows)
 
+
 def _per_sample(counts: Sequence[int], digits: int) -> str:
     """One cell for a batch: equal-width numbers, so the column lines up sample by sample."""
     return " / ".join(str(n).rjust(digits) for n in counts)
+
 
 def _flops_section(r: dict[str, Any]) -> str:
     demo, big = r["flops_demo"], r["flops_llava_1_5_7b"]
@@ -67,6 +71,7 @@ def _flops_section(r: dict[str, Any]) -> str:
     )
     return f"{title}\n{format_table(rows)}\n{note}"
 
+
 def _timing_section(r: dict[str, Any]) -> str:
     t = r["prefill_seconds"]
     rows = [
@@ -79,6 +84,7 @@ def _timing_section(r: dict[str, Any]) -> str:
         f"({plural(r['threads'], 'thread', 'threads')}), an illustration, not a benchmark"
     )
     return f"{title}\n{format_table(rows)}"
+
 
 def _generation_section(r: dict[str, Any]) -> str:
     g = r["generation"]

@@ -29,8 +29,10 @@ def format_table(rows: Sequence[Sequence[Any]], header_rows: int = 1, indent: st
         lines.insert(header_rows, (indent + rule).rstrip())
     return "\n".join(lines)
 
+
 def _cell(value: Any) -> str:
     return f"{value:,.1f}" if isinstance(value, float) else str(value)
+
 
 def _is_number(text: str) -> bool:
     try:
@@ -38,6 +40,7 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
 
 def _join(row: Sequence[str], sizes: Sequence[int], numeric: Sequence[bool], indent: str) -> str:
     parts = [c.rjust(s) if num else c.ljust(s) for c, s, num in zip(row, sizes, numeric)]

@@ -242,8 +242,6 @@ def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA")
     plt.close(fig)
 
 
-
-
 def markdown_table(result: dict[str, Any]) -> str:
     """The sweep as a Markdown table (one row per budget, one accuracy column per dataset)."""
     runs = result["runs"]
