@@ -168,3 +168,17 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("tokenprune."))))
     assert "tokenprune.plugins.pyramiddrop" in loaded and "tokenprune.registry" in loaded  # the check can see
     tools = [m for m in loaded if m == "tokenprune.tools" or m.startswith("tokenprune.tools.")]
     assert not tools, f"`import tokenprune` loaded tool modules: {tools}"
+
+
+def test_the_tools_import_no_private_name_of_another_module():
+    """What several tool modules share is public API of the module holding it (`tokenprune.tools.arguments`, ...)."""
+    offenders = []
+    for module, path in module_files().items():
+        if not module.startswith("tokenprune.tools"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("tokenprune")):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    offenders.append(f"{module}:{node.lineno} imports {private} from {'.' * node.level}{node.module or ''}")
+    assert not offenders, offenders

@@ -223,10 +223,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     if args.image:
         from PIL import Image
 
-        from .datasets import _to_tensor
+        from .datasets import image_tensor
 
         try:
-            image = _to_tensor(Image.open(args.image))
+            image = image_tensor(Image.open(args.image))
         except OSError as exc:
             raise CliError(f"Could not read the image {args.image}: {exc}.") from None
         question, truth = args.question, None

@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import grid_shapes
 
-__all__ = ["Example", "Split", "DATASETS", "QUESTION_KINDS", "question_kind", "load_split", "grid_scenes", "IMAGE_PX"]
+__all__ = ["Example", "Split", "DATASETS", "QUESTION_KINDS", "question_kind", "load_split", "grid_scenes", "image_tensor", "IMAGE_PX"]
 
 IMAGE_PX = grid_shapes.IMAGE_PX
 """Side of every split's images in pixels (60; easy-VQA's 64 px images are downsampled to it)."""
@@ -80,7 +80,8 @@ class Split:
                      [self.questions[i] for i in idx], [self.answers[i] for i in idx])  # fmt: skip
 
 
-def _to_tensor(image: Image.Image) -> torch.Tensor:
+def image_tensor(image: Image.Image) -> torch.Tensor:
+    """A picture as the splits hold it: RGB, resized to `IMAGE_PX` square, uint8 ``(3, H, W)``."""
     image = image.convert("RGB")
     if image.size != (IMAGE_PX, IMAGE_PX):
         image = image.resize((IMAGE_PX, IMAGE_PX), Image.BILINEAR)
@@ -115,7 +116,7 @@ def _easy_vqa(split: str) -> Split:
     paths = getp()
     order = sorted(paths)
     row = {image_id: r for r, image_id in enumerate(order)}
-    images = torch.stack([_to_tensor(Image.open(paths[i])) for i in order])
+    images = torch.stack([image_tensor(Image.open(paths[i])) for i in order])
     return Split("easy-vqa", split, images, [row[i] for i in image_ids], list(questions), list(answers))
 
 
@@ -129,7 +130,7 @@ def _grid_generated(split: str) -> tuple[tuple[grid_shapes.GridScene, ...], Spli
     for i in range(n_images):
         scene = grid_shapes.make_scene(rng)
         scenes.append(scene)
-        images.append(_to_tensor(grid_shapes.render(scene)))
+        images.append(image_tensor(grid_shapes.render(scene)))
         for q, a in grid_shapes.questions(scene, rng, per_image):
             index.append(i)
             questions.append(q)
