@@ -153,3 +153,16 @@ def test_encoder_side_strategies_are_refused_by_the_llm_cost_commands(command, c
     err = capsys.readouterr().err
     assert "'visionzip' reduces tokens in the vision encoder or at the projector" in err
     assert "LLM-side strategy" in err
+
+
+def test_python_dash_m_tokenprune_runs_the_command():
+    """``python -m tokenprune`` is the console script, for environments without it on PATH."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tokenprune", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"tokenprune {tokenprune.__version__} (tokenprune-vlm)"
+    done = subprocess.run([sys.executable, "-m", "tokenprune", "flops", "--strategy", "nope"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "nope" in done.stderr  # the usage-error exit status reaches the shell
