@@ -272,23 +272,14 @@ def test_switching_to_flex_attention_after_wrap_raises_at_forward():
     assert logits(model, inputs).shape[1] == 11
 
 
-def test_static_cache_implementation_raises_at_wrap():
+def test_static_cache_in_generation_config_is_accepted():
+    """A static cache is an engine mode now (tests/test_engine_modes.py); wrap keeps the config as it is."""
     model = tm.make_llava(dtype=F32)
     model.generation_config.cache_implementation = "static"
-    with pytest.raises(UnsupportedFeatureError, match=r"cache_implementation='static' is not supported yet"):
-        tokenprune.wrap(model)
-    assert not hasattr(model, "tokenprune") and hook_count(model) == 0
-
-
-def test_static_cache_in_a_wrapped_forward_raises():
-    model = tokenprune.wrap(tm.make_llava(dtype=F32))
     inputs = tm.llava_inputs(model)
-    cache = StaticCache(config=model.config, max_cache_len=64)
-    with pytest.raises(UnsupportedFeatureError, match="StaticCache is not supported yet"):
-        logits(model, inputs, past_key_values=cache, use_cache=True)
-    with pytest.raises(UnsupportedFeatureError, match="StaticCache is not supported yet"):
-        greedy(model, inputs, cache_implementation="static")
-    assert cache.get_seq_length() == 0  # raised before anything ran
+    tokenprune.wrap(model)
+    assert greedy(model, inputs).shape[1] > inputs["input_ids"].shape[1]
+    assert model.tokenprune.stats.flops_saved > 0.3
 
 
 @pytest.mark.parametrize("where", ["layer", "head", "vlm_forward_hook"])

@@ -15,6 +15,8 @@ Plus two inputs that are not errors: a model cast to another dtype after `wrap`,
 
 from __future__ import annotations
 
+import copy
+
 import re
 import types
 from collections.abc import Callable
@@ -105,12 +107,6 @@ def remote_internvl() -> nn.Module:
     return model
 
 
-def static_generation_config():
-    model = llava32()
-    model.generation_config.cache_implementation = "static"
-    return model
-
-
 def flex_after_wrap():
     model = tokenprune.wrap(llava32())
     inputs = tm.llava_inputs(model)
@@ -122,17 +118,38 @@ def flex_after_wrap():
         assert model(**inputs).logits.shape[1] == 11  # back to SDPA: prunes again
 
 
-def static_cache_at_call():
+def sliding_window_cache_at_call():
+    """A cache whose layers crop by count: a reduced layer's oldest tokens are not layer 0's."""
+    model = tokenprune.wrap(llava32())
+    inputs = tm.llava_inputs(model)
+    config = copy.deepcopy(model.config.text_config)
+    config.layer_types, config.sliding_window = ["sliding_attention"] * config.num_hidden_layers, 8
+    return model, {**inputs, "cache": DynamicCache(config=config), "use_cache": True}, inputs
+
+
+def static_cache_with_flash():
+    """flash attention reads a 2-D mask; a static cache's reduced layers need 4-D masks over their slots."""
     model = tokenprune.wrap(llava32())
     inputs = tm.llava_inputs(model)
     cache = StaticCache(config=model.config, max_cache_len=64)
-    return model, {**inputs, "past_key_values": cache, "use_cache": True}, inputs
+    model.config.text_config._attn_implementation = "flash_attention_2"
+    try:
+        model(**inputs, cache=cache, use_cache=True)
+    finally:
+        model.config.text_config._attn_implementation = "sdpa"
 
 
-def static_cache_in_generate():
+def images_in_a_fullgraph_compile():
+    """The prefill is planned on the host: a fullgraph compile of the whole VLM cannot hold it."""
     model = tokenprune.wrap(llava32())
-    inputs = {k: v for k, v in tm.llava_inputs(model).items() if k != "position_ids"}
-    model.generate(**inputs, max_new_tokens=2, do_sample=False, cache_implementation="static")
+    inputs = tm.llava_inputs(model)
+    model.compile(fullgraph=True, backend="eager")
+    try:
+        model(**inputs)
+    except Exception as exc:  # dynamo wraps the error raised inside the trace; its text carries ours
+        raise UnsupportedFeatureError(str(exc)) from exc
+    finally:
+        model._compiled_call_impl = None
 
 
 def tensor_logits_to_keep():
@@ -223,12 +240,14 @@ CASES = [
          UnsupportedFeatureError, r"Flex attention is not supported yet", r"attn_implementation='sdpa'"),
     Case("flex attention switched on after wrap", flex_after_wrap, UnsupportedFeatureError,
          r"Flex attention is not supported yet", r"attn_implementation='sdpa'"),
-    Case("static cache in generation_config", at_wrap(static_generation_config), UnsupportedFeatureError,
-         r"cache_implementation='static' is not supported yet", r"Set it to None to use the default DynamicCache"),
-    Case("StaticCache passed at call time", at_call(static_cache_at_call), UnsupportedFeatureError,
-         r"StaticCache is not supported yet", r"Use the default DynamicCache"),
-    Case("cache_implementation='static' in generate", static_cache_in_generate, UnsupportedFeatureError,
-         r"StaticCache is not supported yet", r"drop cache_implementation='static'"),
+    Case("sliding-window cache at call time", at_call(sliding_window_cache_at_call), UnsupportedFeatureError,
+         r"DynamicCache with DynamicSlidingWindowLayer layers is not supported",
+         r"Use the default DynamicCache or cache_implementation='static'"),
+    Case("static cache with flash attention", static_cache_with_flash, UnsupportedFeatureError,
+         r"A static cache with flash attention is not supported", r"Use attn_implementation='sdpa' with a static cache"),
+    Case("images in a fullgraph compile of the whole model", images_in_a_fullgraph_compile, UnsupportedFeatureError,
+         r"A forward with images ran inside torch.compile",
+         r"compile the language model \(model.model.language_model\) or use generate's compiled decode"),
     Case("compact positions on Qwen (M-RoPE)", at_wrap(tmq.make_qwen2_vl, positions="compact"),
          UnsupportedFeatureError, r"positions='compact' is undefined for Qwen2VLForConditionalGeneration",
          r"Use positions='keep'"),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from test_docs import ROOT, site  # noqa: F401  (the strict build, shared fixture)
+from environment import skip_or_fail
 
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM_ARGS = (
@@ -71,11 +72,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def browser(tmp_path_factory):
     """Headless Chromium driven by selenium through the system chromedriver."""
     if importlib.util.find_spec("selenium") is None:
-        pytest.skip('selenium is not installed; install it with: pip install -e ".[dev]"')
+        skip_or_fail('selenium is not installed; install it with: pip install -e ".[dev]"')
     chromium = _find("chromium", "chromium-browser", "google-chrome")
     driver_path = _find("chromedriver")
     if chromium is None or driver_path is None:
-        pytest.skip(
+        skip_or_fail(
             "headless Chromium is not available (need `chromium` and `chromedriver` on PATH); "
             "install them with: apt-get install -y chromium chromium-driver  (.ci/run does this)"
         )

@@ -258,12 +258,6 @@ def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = D
     else:
         engine = Engine(model, adapter, resolved)
     check_attention(engine.stack.attn_implementation)
-    generation = getattr(model, "generation_config", None)
-    if getattr(generation, "cache_implementation", None) == "static":
-        raise UnsupportedFeatureError(
-            "generation_config.cache_implementation='static' is not supported yet (reduced layers hold fewer "
-            "tokens than a static cache's fixed length). Set it to None to use the default DynamicCache."
-        )
     engine.install()
     object.__setattr__(model, HANDLE_ATTR, WrapHandle(model, resolved, adapter.name, engine))
     return outer

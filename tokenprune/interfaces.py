@@ -229,6 +229,14 @@ class Reducer(ABC):
     """
 
     sites: ClassVar[frozenset[str]] = frozenset({"llm"})
+    exact_count: ClassVar[bool] = False
+    """True when `reduce` keeps exactly ``min(n_keep[b], candidates of row b)`` tokens of every sample.
+
+    The engine then knows every width on the host before the layer runs and never reads the
+    selection back: the forward stays free of device->host syncs (the GPU queue never drains) and
+    traceable by ``torch.compile``. A reducer that decides counts itself leaves it False, and the
+    engine reads the kept counts once per boundary.
+    """
 
     @abstractmethod
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:

@@ -71,6 +71,7 @@ class StrideDrop(Reducer):
     """Keep an evenly spaced subset of the candidates (a uniform stride); scores are ignored."""
 
     sites = ALL_SITES
+    exact_count = True
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return Reduction(keep=stride_mask(candidates, n_keep))

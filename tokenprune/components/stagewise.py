@@ -23,6 +23,7 @@ class PerStageReducer(Reducer):
             raise ValueError("PerStageReducer needs at least one reducer.")
         self.reducers = tuple(reducers)
         self.sites = check_sites(*self.reducers)  # type: ignore[misc]  # where all of them can act
+        self.exact_count = all(r.exact_count for r in self.reducers)  # type: ignore[misc]
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return self.reducers[min(ctx.stage, len(self.reducers) - 1)].reduce(ctx, scores, candidates, n_keep)

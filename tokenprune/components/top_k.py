@@ -31,6 +31,7 @@ class TopKDrop(Reducer):
     """Keep the top-k candidates by score, drop the rest; kept tokens stay in their original order."""
 
     sites = ALL_SITES
+    exact_count = True
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return Reduction(keep=top_k_mask(scores, candidates, n_keep))

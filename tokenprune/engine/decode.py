@@ -5,21 +5,32 @@ transformers sizes every decode mask from cache layer 0 (the full prompt). Each 
 therefore gets the mask columns of the keys it actually holds: the stage's slots, then every token
 generated since. Positions need nothing ("keep": a new token's rotary position is its original
 one), except with compact positions, where the new token is shifted by what the stage removed.
+
+The column index of every stage is prepared once, when the prefill publishes the stage
+(`prepare_columns`); a decode step only gathers the step's mask columns, once per stage (the layers
+of a stage share it), and never reads a device tensor on the host — so a decode step traces into
+one graph under ``torch.compile`` and a GPU never waits on the host inside the stack.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..errors import UnsupportedFeatureError
 from .compat import cache_from_kwargs
-from .masks import decode_mask
+from .masks import KeyColumns, decode_mask, dynamic_columns, static_columns
 from .state import DecodeState, Stage
 
-__all__ = ["decode_layer"]
+__all__ = ["decode_layer", "prepare_columns"]
+
+
+def prepare_columns(stage: Stage, length: int, capacity: int | None) -> KeyColumns:
+    """The key columns of a stage's cache layers: its slots (dynamic) or all static slots (static)."""
+    if capacity is None:
+        return dynamic_columns(stage.idx, stage.valid, bool(stage.all_valid), length)
+    return static_columns(stage.idx, stage.valid, length, capacity)
 
 
 def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
@@ -29,16 +40,18 @@ def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs
     if stage is None or stage.layer == 0:
         return None
     hidden = args[0] if args else kwargs["hidden_states"]
-    cache = cache_from_kwargs(kwargs)
     q = hidden.shape[1]
-    total = cache.get_seq_length()  # layer 0 already holds this step
-    expected = stage.width + total - q - record.length
-    held = cache.get_seq_length(index)
-    if held != expected:
-        raise RuntimeError(
-            f"KV cache layer {index} holds {held} tokens, expected {expected}: "
-            "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
-        )
+    total = None
+    if record.capacity is None:  # a dynamic cache: lengths are shapes, checked without a device read
+        cache = cache_from_kwargs(kwargs)
+        total = cache.get_seq_length()  # layer 0 already holds this step
+        expected = stage.width + total - q - record.length
+        held = cache.get_seq_length(index)
+        if held != expected:
+            raise RuntimeError(
+                f"KV cache layer {index} holds {held} tokens, expected {expected}: "
+                "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
+            )
     kwargs = dict(kwargs)
     kwargs["attention_mask"] = _mask(stack, state, stage, kwargs.get("attention_mask"), hidden.dtype, total, q)
     if stage.shift is not None:
@@ -46,17 +59,15 @@ def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs
     return args, kwargs
 
 
-def _mask(stack: Any, state: DecodeState, stage: Stage, mask: Tensor | None, dtype: torch.dtype, total: int, q: int):
+def _mask(stack: Any, state: DecodeState, stage: Stage, mask: Tensor | None, dtype, total: int | None, q: int):
     """Columns of the keys this stage's layers hold; computed once per stage and step."""
-    key = ("mask", stage.layer, id(mask))
-    if key not in state.memo:
-        batch, device = stage.idx.shape[0], stage.idx.device
-        new = torch.arange(state.record.length, total, device=device).expand(batch, -1)
-        kv_idx = torch.cat([stage.idx, new], dim=1)
-        kv_valid = torch.cat([stage.valid, torch.ones_like(new, dtype=torch.bool)], dim=1)
-        q_pos = torch.arange(total - q, total, device=device)
-        state.memo[key] = (mask, decode_mask(mask, kv_idx, kv_valid, q_pos, stack.attn_implementation, dtype))
-    return state.memo[key][1]
+    memo = state.memo.get(("mask", stage.layer))
+    if memo is not None and memo[0] is mask:
+        return memo[1]
+    keys = state.record.columns[stage.layer]
+    sliced = decode_mask(mask, keys, q, total, stack.attn_implementation, dtype)
+    state.memo[("mask", stage.layer)] = (mask, sliced)
+    return sliced
 
 
 def _compact_rope(stack: Any, state: DecodeState, stage: Stage, positions: Tensor | None, hidden: Tensor):

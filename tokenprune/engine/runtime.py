@@ -32,10 +32,12 @@ from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .compat import cache_from_kwargs
 from .hooks import HookOwner
+from .cache_kinds import check_cache, static_capacity
+from .decode import decode_layer, prepare_columns
 from .layout import select_slots
-from .decode import decode_layer
 from .loss import AlignedLoss
 from .masks import gather_rows, prefill_mask, query_visibility
+from .plan import counted, plan_boundary, read_layout
 from .state import (
     RECORD_ATTR,
     CacheRecord,
@@ -51,6 +53,42 @@ from .state import (
 __all__ = ["Engine", "check_attention"]
 
 _UNSET = object()
+
+
+def _known_length(cache: Any) -> int | None:
+    """Tokens in cache layer 0 as a host int; ``None`` when only a device read could tell.
+
+    A dynamic cache knows its length from tensor shapes (no sync). A static cache keeps it in a
+    device tensor: read once per forward in eager mode (in the VLM pre-hook, never in a layer hook),
+    not at all inside a compiled step, where a decode step trusts the record its prefill attached.
+    """
+    if cache is None:
+        return 0
+    length = cache.get_seq_length()
+    if isinstance(length, Tensor):
+        return None if torch.compiler.is_compiling() else int(length)
+    return int(length)
+
+
+def _real_tokens(mask: Any, visual: Tensor) -> Tensor:
+    """``(B, L)`` real (non-padding) tokens, from whatever attention mask the VLM was given.
+
+    Usually the 2-D padding mask. With a static cache transformers may hand over prepared 4-D masks
+    (a dict per layer type, e.g. Qwen2's ``{"full_attention": ...}``): a real token attends to itself,
+    a padding token's column is masked everywhere, so the diagonal tells which is which.
+    """
+    if isinstance(mask, dict):
+        mask = mask.get("full_attention", next(iter(mask.values()), None))
+    if mask is None:
+        return torch.ones_like(visual)
+    if mask.dim() == 2:
+        return mask.to(visual.device).bool()
+    if mask.dim() == 4:
+        length = visual.shape[1]
+        diagonal = mask[:, 0, :length, :length].diagonal(dim1=-2, dim2=-1)
+        allowed = diagonal > torch.finfo(mask.dtype).min / 2 if mask.dtype.is_floating_point else diagonal.bool()
+        return allowed.to(visual.device).expand_as(visual)
+    return torch.ones_like(visual)
 
 
 def check_attention(attn_implementation: str) -> None:
@@ -166,18 +204,25 @@ class Engine(HookOwner):
         call.forward = None
         cache = cache_from_kwargs(kwargs)
         self._check_backend(cache)
-        if cache is None or cache.get_seq_length() == 0:  # a new prompt: forget the previous one's selection
+        visual_inputs = self.adapter.has_visual_inputs(kwargs)
+        past = _known_length(cache)  # None: a static cache's length inside a compiled decode step
+        if past == 0:  # a new prompt: forget the previous one's selection
             call.final, call.stages = None, []
             if cache is not None and hasattr(cache, RECORD_ATTR):
                 delattr(cache, RECORD_ATTR)  # an emptied cache reused for a new prompt
-        if not self.adapter.has_visual_inputs(kwargs):
+        if not visual_inputs:
             # Placeholder ids without images are plain text to the model (e.g. a generated id).
             call.forward = self._decode_state(cache)
             return
+        if past is None or torch.compiler.is_compiling():
+            raise UnsupportedFeatureError(
+                "A forward with images ran inside torch.compile. tokenprune plans each prefill on the host (one read "
+                "of the token layout), so compile the language model (model.model.language_model) or use "
+                "generate's compiled decode (static cache + compile_config), and run the prefill of the whole VLM eagerly."
+            )
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         visual = self.adapter.visual_mask(self.stack, input_ids, kwargs.get("inputs_embeds"))
-        past = cache.get_seq_length() if cache is not None else 0
-        if past > 0:
+        if past > 0:  # a continuation of a filled cache (one host read, in this pre-hook)
             if bool(visual.any()):
                 raise UnsupportedFeatureError(
                     "Visual tokens arrived on a filled KV cache (chunked prefill, or a new image in a "
@@ -186,9 +231,12 @@ class Engine(HookOwner):
                 )
             call.forward = self._decode_state(cache)
             return
-        if not bool(visual.any()):
+        valid = _real_tokens(kwargs.get("attention_mask"), visual)
+        query, weight = self._queries(valid, labels)
+        layout = read_layout(visual & valid, valid, query)  # the one device->host read of the forward
+        if not sum(layout.num_visual):
             return
-        call.forward = self._plan(visual, kwargs.get("attention_mask"), labels)
+        call.forward = self._plan(visual & valid, valid, query, weight, layout, labels is not None, cache)
 
     def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
         call = self._call
@@ -201,34 +249,36 @@ class Engine(HookOwner):
 
     @staticmethod
     def _decode_state(cache: Any) -> DecodeState | None:
-        record = getattr(cache, RECORD_ATTR, None) if cache is not None and cache.get_seq_length() > 0 else None
+        """The decode state of a forward over a cache that a reduced prefill filled (else None).
+
+        No host read: a record is attached only by a prefill of this cache, and removed when the
+        cache is found empty at the start of the next prefill with visual tokens.
+        """
+        record = getattr(cache, RECORD_ATTR, None) if cache is not None else None
         return DecodeState(record) if record is not None else None
 
     def _check_backend(self, cache: Any) -> None:
         check_attention(self.stack.attn_implementation)
-        if cache is not None and any(getattr(layer, "is_compileable", False) for layer in getattr(cache, "layers", ())):
-            raise UnsupportedFeatureError(
-                f"{type(cache).__name__} is not supported yet: a static cache has one length for every layer, "
-                "but reduced layers hold fewer tokens. Use the default DynamicCache "
-                "(drop cache_implementation='static' from generate / the generation config)."
-            )
+        if cache is not None:
+            check_cache(cache, self.stack.attn_implementation)
 
     # -- planning -----------------------------------------------------------------------------
-    def _plan(self, visual: Tensor, mask2d: Tensor | None, labels: Tensor | None) -> ForwardState:
+    def _plan(self, visual: Tensor, valid: Tensor, query: Tensor, weight: Tensor, layout, training: bool, cache: Any) -> ForwardState:
         batch, length = visual.shape
-        device = visual.device
-        valid = torch.ones_like(visual) if mask2d is None or mask2d.dim() != 2 else mask2d.to(device).bool()
-        visual = visual & valid
-        query, weight = self._queries(valid, labels)
-        num_visual = visual.sum(1).tolist()
+        num_visual = list(layout.num_visual)
         schedule = self.strategy.scheduler.plan(self.stack.num_layers, num_visual)
-        no_query = (weight.sum(1) == 0).tolist()
-        if any(no_query):  # a labelled sample without an answer span keeps everything (official behaviour)
-            keep = tuple(tuple(n if skip else k for k, n, skip in zip(row, num_visual, no_query)) for row in schedule.keep)
-            schedule = Schedule(schedule.num_layers, schedule.layers, schedule.num_visual, keep)
-        positions = torch.arange(length, device=device).expand(batch, -1)
-        first = Stage(layer=0, idx=positions, valid=valid, visual=visual)
-        return ForwardState(length=length, schedule=schedule, query=query, query_weight=weight, stages=[first])
+        if training:
+            # A labelled sample without an answer span keeps everything (official behaviour).
+            no_query = (weight.sum(1) == 0).tolist()
+            if any(no_query):
+                keep = tuple(tuple(n if skip else k for k, n, skip in zip(row, num_visual, no_query)) for row in schedule.keep)
+                schedule = Schedule(schedule.num_layers, schedule.layers, schedule.num_visual, keep)
+        positions = torch.arange(length, device=visual.device).expand(batch, -1)
+        first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded)
+        return ForwardState(
+            length=length, schedule=schedule, query=query, query_weight=weight, stages=[first], layout=layout,
+            capacity=static_capacity(cache),
+        )  # fmt: skip
 
     def _queries(self, valid: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
         """Original positions ``(B, Q)`` and weights of the query tokens.
@@ -243,7 +293,7 @@ class Engine(HookOwner):
         starts = ~supervised[:, :-1] & supervised[:, 1:]
         starts = F.pad(starts, (0, 1), value=False)
         count = starts.sum(1, keepdim=True)
-        width = max(int(count.max()), 1)
+        width = max(int(count.max()), 1)  # training only: one host read in the VLM pre-hook, before the stack
         order = torch.argsort((~starts).int() * (starts.shape[1] + 1) + torch.arange(starts.shape[1], device=valid.device), dim=1)
         query = order[:, :width]
         entry_valid = torch.arange(width, device=valid.device).unsqueeze(0) < count
@@ -288,14 +338,16 @@ class Engine(HookOwner):
     def _reduce(self, index: int, module: nn.Module, state: ForwardState, hidden: Tensor, kwargs: dict) -> Tensor | None:
         prev = state.current
         step = self.layers.index(index)
-        target = torch.tensor(state.schedule.keep[step], device=prev.idx.device)
-        if bool((prev.visual.sum(1) <= target).all()):
-            return None  # this boundary removes nothing in any sample
+        target = state.schedule.keep[step]
+        plan = plan_boundary(state.layout, prev.counts, target)
+        if not plan.removes:
+            return None  # this boundary removes nothing in any sample (known on the host)
+        device = prev.idx.device
         is_query = torch.zeros_like(prev.valid)
         query = self._query_slots(state, prev)
         is_query.scatter_(1, query, True)
         candidates = prev.visual & ~is_query
-        n_keep = (target - (prev.visual & is_query).sum(1)).clamp(min=0)
+        n_keep = torch.tensor(plan.n_keep, device=device)
         mask = self._stage_mask(state, prev, kwargs.get("attention_mask"), hidden.dtype)
         rope = self._stage_rope(state, prev, kwargs, hidden)
         previous = state.memo.pop(("previous", index), None)
@@ -332,13 +384,17 @@ class Engine(HookOwner):
                 f"{self.strategy.reducer!r} asks for proportional attention, which only vision-encoder blocks apply; "
                 "inside the LLM a merged token attends as one token. Turn proportional_attention off."
             )
-        keep = (prev.valid & ~prev.visual) | (prev.visual & is_query) | (reduction.keep.to(prev.valid.device) & candidates)
-        sel, sel_valid = select_slots(keep, prev.valid)
+        keep = (prev.valid & ~prev.visual) | (prev.visual & is_query) | (reduction.keep.to(device) & candidates)
+        if not self.strategy.reducer.exact_count:  # the reducer decides its counts: read them once
+            plan = counted(keep, prev.visual, state.layout, target, prev.counts)
+        sel, sel_valid = select_slots(keep, prev.valid, plan.width)
         stage = Stage(
             layer=index,
             idx=prev.idx.gather(1, sel),
             valid=sel_valid,
             visual=prev.visual.gather(1, sel) & sel_valid,
+            counts=plan.visual,
+            all_valid=plan.all_valid,
         )
         if self.strategy.positions == "compact":
             stage.shift = self._compact_shift(stage, kwargs, state)
@@ -359,36 +415,44 @@ class Engine(HookOwner):
         return match.int().argmax(-1)
 
     def _publish(self, state: ForwardState, cache: Any) -> None:
-        """Store the stages on the cache so that decode steps can slice their masks."""
+        """Store the stages on the cache, with each stage's decode-time key columns prepared once."""
         if cache is None:
             return
         if state.record is None:
-            state.record = CacheRecord(length=state.length, stages=state.stages)
+            state.record = CacheRecord(length=state.length, stages=state.stages, capacity=state.capacity)
             setattr(cache, RECORD_ATTR, state.record)
+        stage = state.current
+        state.record.columns[stage.layer] = prepare_columns(stage, state.length, state.capacity)
 
     # -- per-stage slices ---------------------------------------------------------------------
     def _stage_mask(self, state: ForwardState, stage: Stage, mask: Tensor | None, dtype: torch.dtype):
+        """The mask of the layers of ``stage``, computed once per stage and source mask (compared by identity)."""
         if stage.layer == 0:
             return mask
-        key = ("mask", stage.layer, id(mask))
-        if key not in state.memo:
-            sliced = prefill_mask(mask, stage.idx, stage.valid, self.stack.attn_implementation, dtype)
-            state.memo[key] = (mask, sliced)  # keep `mask` alive so its id cannot be reused
-        return state.memo[key][1]
+        memo = state.memo.setdefault(("mask", stage.layer), [])
+        for source, sliced in memo:
+            if source is mask:
+                return sliced
+        keys = state.record.columns[stage.layer] if state.capacity is not None and state.record is not None else None
+        sliced = prefill_mask(mask, stage.idx, stage.valid, self.stack.attn_implementation, dtype, bool(stage.all_valid), keys)
+        memo.append((mask, sliced))  # keeps `mask` alive, so identity stays meaningful
+        return sliced
 
     def _stage_rope(self, state: ForwardState, stage: Stage, kwargs: dict, hidden: Tensor):
         rope = kwargs.get("position_embeddings")
         if stage.layer == 0:
             return rope
-        key = ("rope", stage.layer, id(rope))
-        if key not in state.memo:
-            if self.strategy.positions == "compact":
-                compact = (stage.valid.long().cumsum(1) - 1).clamp(min=0)
-                sliced = self.stack.rotary(hidden, compact)
-            else:
-                sliced = tuple(gather_rows(t, stage.idx) for t in rope)
-            state.memo[key] = (rope, sliced)
-        return state.memo[key][1]
+        memo = state.memo.setdefault(("rope", stage.layer), [])
+        for source, sliced in memo:
+            if source is rope:
+                return sliced
+        if self.strategy.positions == "compact":
+            compact = (stage.valid.long().cumsum(1) - 1).clamp(min=0)
+            sliced = self.stack.rotary(hidden, compact)
+        else:
+            sliced = tuple(gather_rows(t, stage.idx) for t in rope)
+        memo.append((rope, sliced))
+        return sliced
 
     def _compact_shift(self, stage: Stage, kwargs: dict, state: ForwardState) -> Tensor:
         """Original minus compact position of each row's last real token (decode positions shift by it)."""

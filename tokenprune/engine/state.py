@@ -15,6 +15,8 @@ from torch import Tensor
 
 from ..cost import stack_flops
 from ..schedule import Schedule
+from .masks import KeyColumns
+from .plan import HostLayout
 
 __all__ = ["Stage", "ForwardState", "CacheRecord", "DecodeState", "CallState", "CallStats", "call_stats", "RECORD_ATTR"]
 
@@ -32,6 +34,8 @@ class Stage:
         valid: ``(B, n)`` False for filler slots.
         visual: ``(B, n)`` real visual tokens.
         shift: ``(B,)`` for compact positions: original minus compact position of the last token.
+        counts: visual tokens per sample, on the host (from the plan; ``None``: count ``visual``).
+        all_valid: no filler slot, on the host (``None``: unknown).
     """
 
     layer: int
@@ -39,6 +43,12 @@ class Stage:
     valid: Tensor
     visual: Tensor
     shift: Tensor | None = None
+    counts: tuple[int, ...] | None = None
+    all_valid: bool | None = None
+
+    def visual_counts(self) -> list[int]:
+        """Visual tokens per sample (host; a device read only for stages built without a plan)."""
+        return list(self.counts) if self.counts is not None else self.visual.sum(1).tolist()
 
     @property
     def width(self) -> int:
@@ -56,8 +66,10 @@ class ForwardState:
         query: ``(B, Q)`` original positions of the query tokens (padding entries repeat a real one).
         query_weight: ``(B, Q)`` weight of each query row.
         stages: ``stages[0]`` is the full sequence; one more per reduction that removed tokens.
+        layout: the token layout on the host (`engine.plan.read_layout`), read once.
         memo: sliced masks and rotary tables, computed once per stage and reused by its layers.
         record: where stages are published for decode (``None`` without a cache).
+        capacity: ``max_cache_len`` of a static cache (``None``: a dynamic cache or none).
     """
 
     length: int
@@ -65,8 +77,10 @@ class ForwardState:
     query: Tensor
     query_weight: Tensor
     stages: list[Stage]
+    layout: HostLayout | None = None
     memo: dict[Any, Any] = field(default_factory=dict)
     record: CacheRecord | None = None
+    capacity: int | None = None
 
     @property
     def current(self) -> Stage:
@@ -80,10 +94,14 @@ class CacheRecord:
 
     Layers from ``stages[s].layer`` on cached only the slots of stage ``s``; a decode step slices
     the mask columns accordingly (and, for compact positions, shifts the new token's position).
+    ``columns[s]`` are those columns, prepared on the device once per prefill (`masks.KeyColumns`),
+    so a decode step queues a gather per stage and reads nothing back.
     """
 
     length: int
     stages: list[Stage]
+    columns: dict[int, KeyColumns] = field(default_factory=dict)
+    capacity: int | None = None
 
     def stage_for(self, layer: int) -> Stage | None:
         """The last stage starting at or below `layer` (the slots that layer cached), or None if none does."""
@@ -164,7 +182,7 @@ def last_true(mask: Tensor) -> Tensor:
 
 def call_stats(stages: list[Stage], num_layers: int, text_config: Any) -> CallStats:
     """Summarise one forward's stages: visual tokens and slots per layer, paper-convention FLOPs."""
-    counts = {stage.layer: (stage.visual.sum(1).tolist(), stage.width) for stage in stages}
+    counts = {stage.layer: (stage.visual_counts(), stage.width) for stage in stages}
     per_layer: list[list[int]] = []
     widths: list[int] = []
     current = counts[0]

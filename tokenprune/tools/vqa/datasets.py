@@ -94,7 +94,7 @@ def load_split(name: str, split: str) -> Split:
 
     Raises:
         ValueError: unknown dataset or split.
-        ModuleNotFoundError: easy-VQA is not installed (``pip install easy-vqa``, in the dev extra).
+        ModuleNotFoundError: easy-VQA is not installed (the ``vqa`` extra: ``pip install "tokenprune-vlm[vqa]"``).
     """
     if split not in ("train", "test"):
         raise ValueError(f"Unknown split {split!r}; use 'train' or 'test'.")
@@ -109,7 +109,7 @@ def _easy_vqa(split: str) -> Split:
     try:
         import easy_vqa
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
-        raise ModuleNotFoundError("The easy-VQA dataset needs the package 'easy-vqa': pip install easy-vqa") from exc
+        raise ModuleNotFoundError('The easy-VQA dataset needs the package easy-vqa: pip install "tokenprune-vlm[vqa]"') from exc
     getq = easy_vqa.get_train_questions if split == "train" else easy_vqa.get_test_questions
     getp = easy_vqa.get_train_image_paths if split == "train" else easy_vqa.get_test_image_paths
     questions, answers, image_ids = getq()

@@ -1,0 +1,110 @@
+"""The host-side plan of one forward: every count and width the layer hooks need, derived once.
+
+On a GPU, each device->host read (``.item()``, ``.tolist()``, ``int(t)``, ``bool(t)``) drains the
+launch queue: the host waits for every queued kernel, then the GPU idles while the host queues the
+next ones. Inside per-layer hooks that cost is paid at every boundary, and at every decode step.
+
+So the VLM pre-hook reads the token layout once, before any decoder kernel is queued (one copy of
+the visual/valid masks and the query positions), and derives from it and the schedule, for every
+reduction boundary: how many tokens each sample keeps, the batch width after the boundary, whether
+any slot is a filler, and whether the boundary removes anything at all. Which tokens are kept is
+decided on the device by the scorer; how many is known here, because reducers that declare
+``exact_count`` keep exactly the planned number (top-k does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["HostLayout", "BoundaryPlan", "read_layout", "plan_boundary", "counted"]
+
+
+@dataclass(frozen=True)
+class HostLayout:
+    """The token layout of one prefill, on the host.
+
+    Attributes:
+        num_visual: visual tokens per sample (padding excluded).
+        num_text: real non-visual tokens per sample (text the engine never drops).
+        visual_queries: per sample, how many distinct query positions are visual tokens (kept always).
+        padded: whether any slot of the input is padding.
+    """
+
+    num_visual: tuple[int, ...]
+    num_text: tuple[int, ...]
+    visual_queries: tuple[int, ...]
+    padded: bool
+
+
+@dataclass(frozen=True)
+class BoundaryPlan:
+    """What one reduction boundary does, known before the layer runs.
+
+    Attributes:
+        target: visual tokens each sample keeps from this boundary on (the schedule's count).
+        n_keep: removable candidates each sample keeps (``target`` minus its visual queries, >= 0).
+        removes: False when no sample loses a token here (the boundary is skipped).
+        visual: visual tokens each sample holds after the boundary.
+        kept: real slots each sample holds after the boundary (text + kept visual).
+        width: slots per row after the boundary (the longest row; shorter rows get filler slots).
+        all_valid: no filler slot after the boundary (every row keeps ``width`` real tokens).
+    """
+
+    target: tuple[int, ...]
+    n_keep: tuple[int, ...]
+    removes: bool
+    visual: tuple[int, ...]
+    kept: tuple[int, ...]
+    width: int
+    all_valid: bool
+
+
+def read_layout(visual: Tensor, valid: Tensor, query: Tensor) -> HostLayout:
+    """Copy the layout to the host once (a single device->host transfer) and count it.
+
+    Args:
+        visual: ``(B, L)`` visual tokens (padding already excluded).
+        valid: ``(B, L)`` real tokens.
+        query: ``(B, Q)`` original positions of the query tokens (repeats allowed).
+    """
+    batch, length = visual.shape
+    q = query.shape[1]
+    packed = torch.cat([visual.long(), valid.long(), query.long()], dim=1).cpu()
+    vis, val, qry = packed[:, :length].bool(), packed[:, length : 2 * length].bool(), packed[:, 2 * length :]
+    num_visual = vis.sum(1).tolist()
+    num_text = (val & ~vis).sum(1).tolist()
+    visual_queries = []
+    for b in range(batch):
+        positions = sorted(set(qry[b, :q].tolist()))
+        visual_queries.append(sum(int(vis[b, p]) for p in positions))
+    return HostLayout(tuple(num_visual), tuple(num_text), tuple(visual_queries), not bool(val.all()))
+
+
+def plan_boundary(layout: HostLayout, visual_before: Sequence[int], target: Sequence[int]) -> BoundaryPlan:
+    """Counts after a boundary that keeps ``target[b]`` visual tokens of the ``visual_before[b]`` present.
+
+    Mirrors the engine's rule: text and visual queries are always kept; of the other visual tokens
+    (the candidates) a sample keeps ``max(target - visual queries, 0)``, at most all of them.
+    """
+    target = tuple(int(t) for t in target)
+    n_keep = tuple(max(t - vq, 0) for t, vq in zip(target, layout.visual_queries))
+    candidates = [n - vq for n, vq in zip(visual_before, layout.visual_queries)]
+    visual = tuple(vq + min(k, c) for vq, k, c in zip(layout.visual_queries, n_keep, candidates))
+    kept = tuple(t + v for t, v in zip(layout.num_text, visual))
+    removes = any(n > t for n, t in zip(visual_before, target))
+    width = max(kept) if kept else 0
+    return BoundaryPlan(target, n_keep, removes, visual, kept, width, all(k == width for k in kept))
+
+
+def counted(keep: Tensor, visual: Tensor, layout: HostLayout, target: Sequence[int], visual_before: Sequence[int]) -> BoundaryPlan:
+    """The plan of a boundary whose reducer keeps a data-dependent number of tokens (one host read)."""
+    counts = torch.stack([keep.sum(1), (keep & visual).sum(1)]).cpu()
+    kept, vis = tuple(counts[0].tolist()), tuple(counts[1].tolist())
+    width = max(kept) if kept else 0
+    n_keep = tuple(max(int(t) - vq, 0) for t, vq in zip(target, layout.visual_queries))
+    removes = any(n > t for n, t in zip(visual_before, target))
+    return BoundaryPlan(tuple(int(t) for t in target), n_keep, removes, vis, kept, width, all(k == width for k in kept))
