@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import pruned, wrap
+from ..api import pruned, wrap
+from ..cost import ModelDims, estimate
 from .bench import build_inputs, build_model, resolve_shape
-from .cost import ModelDims, estimate
 
 __all__ = ["MODES", "generate_kwargs", "run_modes"]
 
