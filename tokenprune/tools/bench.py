@@ -50,6 +50,7 @@ from ..vision_language import runs_in_llm_only
 from ..cost import ModelDims, estimate, kv_cache_bytes
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry
+from .clocks import StepStreamer, sync
 from .tiny_llava import LlavaDims, build_llava, llava_config
 
 __all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
@@ -193,11 +194,6 @@ def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str =
 
 
 # -- clocks ---------------------------------------------------------------------------------
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 class _HookClock:
     """Accumulates the wall time between a first and a last hook on a set of modules.
 
@@ -221,12 +217,12 @@ class _HookClock:
             self._handles.append(module.register_forward_hook(self._ender_post("post")))
 
     def _begin(self, module: nn.Module, args: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self._start = time.perf_counter()
 
     def _ender(self, name: str):
         def end(module: nn.Module, args: Any) -> None:
-            _sync(self.device)
+            sync(self.device)
             self.seconds[name] += time.perf_counter() - self._start
 
         return end
@@ -265,36 +261,16 @@ class _SpanClock:
         ]
 
     def _begin(self, module: nn.Module, args: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self._start = time.perf_counter()
 
     def _end(self, module: nn.Module, args: Any, output: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.seconds += time.perf_counter() - self._start
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-class _StepStreamer:
-    """A `generate` streamer that timestamps each ``put``: the prompt, then every new token."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.times: list[float] = []
-
-    def put(self, value: Any) -> None:
-        _sync(self.device)
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-    @property
-    def steps(self) -> list[float]:
-        """Durations of the decode steps after the first new token."""
-        return [b - a for a, b in zip(self.times[1:], self.times[2:])]
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -437,10 +413,10 @@ class _Runner:
             llm = _SpanClock(stack.language_model, self.device)
             try:
                 with torch.inference_mode():
-                    _sync(self.device)
+                    sync(self.device)
                     start = time.perf_counter()
                     out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
-                    _sync(self.device)
+                    sync(self.device)
                     seconds = time.perf_counter() - start
             finally:
                 hooks.remove()
@@ -452,15 +428,15 @@ class _Runner:
 
     # decode ----------------------------------------------------------------------------------
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
-        streamer = _StepStreamer(self.device)
+        streamer = StepStreamer(self.device)
         n = self.new_tokens
         with _mode(self.model, wrapped, self.strategy, self.options), torch.inference_mode():
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             out = self.model.generate(
                 **self.inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer
             )
-            _sync(self.device)
+            sync(self.device)
             total = time.perf_counter() - start
         generated = out.shape[1] - self.inputs["input_ids"].shape[1]
         return {"seconds": total, "steps": streamer.steps, "first_token_seconds": streamer.times[1] - start
@@ -471,11 +447,11 @@ class _Runner:
         model = self.model
         with _mode(model, wrapped, self.strategy, self.options):
             model.zero_grad(set_to_none=True)
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             out = model(**self.train_inputs, use_cache=False)
             out.loss.backward()
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
             loss = float(out.loss.detach())
             del out
@@ -505,10 +481,10 @@ class _Runner:
         times = {}
         with torch.inference_mode():
             for n in lengths:
-                _sync(self.device)
+                sync(self.device)
                 start = time.perf_counter()
                 lm(inputs_embeds=emb[:, :n], use_cache=False)
-                _sync(self.device)
+                sync(self.device)
                 times[n] = time.perf_counter() - start
         return times
 
