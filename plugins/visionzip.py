@@ -27,6 +27,7 @@ from torch import Tensor
 
 from ..components import ContextualMerge, QueryAttentionScorer, ReceivedAttentionScorer
 from ..vision_language import ProjectorSelection, VisionLanguageStrategy
+from ..encoder.context import EncoderContext
 from ..hookspecs import RegisterStrategy, hookimpl
 from ..interfaces import Scorer, ScoreContext
 from ..components.projector import ProjectorBudgetConfig
@@ -59,8 +60,7 @@ class ClassOrReceivedAttentionScorer(Scorer):
         self._cls, self._received = QueryAttentionScorer(), ReceivedAttentionScorer()
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        in_encoder_block = getattr(ctx, "received_attention", None) is not None
-        if in_encoder_block and getattr(ctx, "num_prefix", 0) == 0:
+        if isinstance(ctx, EncoderContext) and ctx.num_prefix == 0:
             return self._received.score(ctx)
         # a class token, or no encoder attention at all (after InternVL's projector): the [CLS]
         # scorer, which raises the clear error in the latter case

@@ -177,7 +177,7 @@ def test_recomputed_scores_match_eager_attention(proportional):
 
     class Recorder(QueryAttentionScorer):
         def score(self, ctx):
-            seen[ctx.layer_index] = (ctx.hidden, ctx.key_bias, ctx.attention(), ctx.received_attention())
+            seen[ctx.layer_index] = (ctx.hidden, ctx.key_bias, ctx.attention(), ctx.attention_received())
             return super().score(ctx)
 
     strategy = Strategy(StageScheduler([1, 3], [0.5, 0.25]), Recorder(), SimilarityMerge(proportional), name="rec")

@@ -27,9 +27,8 @@ class ReceivedAttentionScorer(Scorer):
         self.layer = layer
 
     def score(self, ctx: ScoreContext) -> Tensor:
-        encoder_block = getattr(ctx, "received_attention", None)
-        if encoder_block is not None:  # a vision-encoder block: its own bidirectional attention, every query
-            return encoder_block()
+        # One protocol at every site: in a vision-encoder block the context answers with the block's own
+        # bidirectional attention (every query) and ignores the layer choice.
         return ctx.attention_received(layer=self.layer)
 
     def __repr__(self) -> str:

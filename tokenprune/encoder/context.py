@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UnsupportedFeatureError
-from ..interfaces import ScoreContext
+from ..interfaces import LayerChoice, ScoreContext
 
 __all__ = ["EncoderContext", "block_attention"]
 
@@ -107,8 +107,13 @@ class EncoderContext(ScoreContext):
             self._cache["attention"] = block_attention(q, k, scale, self.key_bias, rows)[:, :, 0].mean(1)
         return self._cache["attention"]
 
-    def received_attention(self) -> Tensor:
-        """``(B, n)`` attention each slot receives, averaged over every query and head."""
+    def attention_received(self, *, layer: LayerChoice = "current") -> Tensor:
+        """``(B, n)`` attention each slot receives, averaged over every query and head.
+
+        The same protocol as the LLM's `ScoreContext.attention_received`, so one scorer serves both
+        sites. An encoder block's attention is bidirectional and scored by the block about to run;
+        ``layer="previous"`` (FastV's LLM convention) does not apply here and is ignored.
+        """
         if "received" not in self._cache:
             q, k, scale = self._queries_keys()
             self._cache["received"] = block_attention(q, k, scale, self.key_bias).mean(dim=(1, 2))

@@ -23,10 +23,11 @@ import torch
 from torch import Tensor, nn
 
 from ..cost import stack_flops
-from ..errors import ScheduleError, UnsupportedFeatureError
+from ..errors import UnsupportedFeatureError
 from ..interfaces import Strategy
 from ..schedule import Schedule
 from .context import EncoderContext
+from ..engine.selection import select
 from ..engine.state import Stage
 from ..engine.hooks import HookOwner
 
@@ -255,17 +256,14 @@ class EncoderEngine(HookOwner):
             self.adapter, block, index, hidden, positions=prev.idx, valid=prev.valid, visual=prev.visual,
             num_prefix=prefix, sizes=sizes, key_bias=bias,
         )  # fmt: skip
-        with torch.no_grad():  # selection is discrete
-            scores = self.strategy.scorer.score(ctx)
-        reduction = self.strategy.reducer.reduce(ctx, scores, candidates, target)
-        keep = reduction.keep.to(hidden.device) & candidates | ~prev.visual.to(hidden.device)
-        counts = keep.sum(1)
-        if bool((counts != counts[0]).any()):
-            raise ScheduleError(
-                f"The reducer kept {counts.tolist()} tokens per sample at block {index}; an encoder batch must stay "
+        chosen = select(
+            ctx, self.strategy.scorer, self.strategy.reducer, candidates, target, protected=~candidates,
+            miscount=lambda counts: (
+                f"The reducer kept {counts} tokens per sample at block {index}; an encoder batch must stay "
                 "rectangular (every image keeps the same number of tokens)."
-            )
-        sel = torch.nonzero(keep, as_tuple=False)[:, 1].view(batch, -1)  # ascending: original order kept
+            ),
+        )  # fmt: skip
+        reduction, sel = chosen.reduction, chosen.index
         if reduction.sizes is not None:
             state.sizes = reduction.sizes.gather(1, sel)
         elif state.sizes is not None:
@@ -278,8 +276,7 @@ class EncoderEngine(HookOwner):
         ones = torch.ones_like(sel, dtype=torch.bool)
         visual = prev.visual.to(hidden.device).gather(1, sel)
         state.stages.append(Stage(layer=index, idx=idx, valid=ones, visual=visual))
-        source = reduction.hidden if reduction.hidden is not None else hidden
-        return source.gather(1, sel.unsqueeze(-1).expand(-1, -1, source.shape[-1]))
+        return chosen.features
 
     # -- statistics ---------------------------------------------------------------------------
     def _stats(self, state: EncoderState) -> EncoderStats:

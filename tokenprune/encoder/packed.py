@@ -33,8 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from ..vision_language import ProjectorSelection
-from ..errors import ScheduleError, UnsupportedFeatureError
+from ..errors import UnsupportedFeatureError
+from ..interfaces import LayerChoice
 from ..engine.hooks import HookOwner
+from ..engine.selection import select
 from .context import EncoderContext
 from .engine import _in_backward
 
@@ -89,15 +91,18 @@ class PackedRecord:
 class PackedContext(EncoderContext):
     """The `EncoderContext` of one image's merged tokens: no class token, no causal mask.
 
-    ``match_features`` are the merged (projected) features themselves; ``received_attention`` is the
+    ``match_features`` are the merged (projected) features themselves; ``attention_received`` is the
     attention every merged token receives in the tower's last block (VisionZip without [CLS]);
     ``grid`` is the image's ``(frames, rows, cols)``.
     """
 
     _received: Callable[[], Tensor] | None = field(repr=False, default=None)
 
-    def received_attention(self) -> Tensor:
-        """``(1, n)`` attention each merged token receives in the tower's last block, heads and queries averaged."""
+    def attention_received(self, *, layer: LayerChoice = "current") -> Tensor:
+        """``(1, n)`` attention each merged token receives in the tower's last block, heads and queries averaged.
+
+        ``layer`` does not apply after the patch merger (there is one tower to read) and is ignored.
+        """
         if "received" not in self._cache:
             self._cache["received"] = self._received()
         return self._cache["received"]
@@ -211,11 +216,9 @@ class PackedSelector(HookOwner):
             num_prefix=0,
             _received=lambda: record.attention()[start : start + n].unsqueeze(0).to(device),
         )
-        with torch.no_grad():
-            scores = self.selection.scorer.score(ctx)
-        reduction = self.selection.reducer.reduce(ctx, scores, ones, torch.tensor([k], device=device))
-        keep = reduction.keep.to(device)[0]
-        if int(keep.sum()) != k:
-            raise ScheduleError(f"The projector reducer kept {int(keep.sum())} of an image's {n} tokens, not {k}.")
-        source = reduction.hidden[0] if reduction.hidden is not None else feature
-        return keep, source[keep]
+        chosen = select(
+            ctx, self.selection.scorer, self.selection.reducer, ones, torch.tensor([k], device=device),
+            protected=~ones, expect=k,
+            miscount=lambda counts: f"The projector reducer kept {counts[0]} of an image's {n} tokens, not {k}.",
+        )  # fmt: skip
+        return chosen.keep[0], chosen.features[0]

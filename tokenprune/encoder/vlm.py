@@ -33,11 +33,13 @@ from ..vision_language import VisionLanguageStrategy
 from ..engine import Engine
 from ..engine.compat import cache_from_kwargs, cache_from_output
 from ..engine.hooks import HookOwner
+from ..engine.selection import select
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import ScoreContext
 from .context import EncoderContext
 from .engine import EncoderEngine
 from .packed import PackedSelector
+from .patches import select_patches
 from .placeholders import COMPACTION_ATTR, Compaction, plan_compaction, plan_removal
 
 __all__ = ["VisionBridge", "CompositeEngine"]
@@ -205,19 +207,7 @@ class VisionBridge(HookOwner):
             self.encoder_adapter, block, feature, x, positions=torch.arange(n, device=x.device).expand(batch, -1),
             valid=torch.ones_like(visual), visual=visual, num_prefix=prefix, sizes=sizes, key_bias=bias,
         )  # fmt: skip
-        selection = self.strategy.projector
-        with torch.no_grad():
-            scores = selection.scorer.score(ctx)
-        target = torch.full((batch,), self.kept, device=x.device)
-        reduction = selection.reducer.reduce(ctx, scores, visual, target)
-        keep = (reduction.keep.to(x.device) & visual) | ~visual
-        if bool((keep.sum(1) != prefix + self.kept).any()):
-            raise ScheduleError(
-                f"The projector reducer kept {(keep.sum(1) - prefix).tolist()} patch tokens per image, not {self.kept}."
-            )
-        sel = torch.nonzero(keep, as_tuple=False)[:, 1].view(batch, -1)
-        source = reduction.hidden if reduction.hidden is not None else x
-        reduced = source.gather(1, sel.unsqueeze(-1).expand(-1, -1, source.shape[-1]))
+        sel, reduced = select_patches(self.strategy.projector, ctx, self.kept)
         self._local.selection = sel
         output.hidden_states = tuple(reduced if i == feature else h for i, h in enumerate(hidden_states))
         return output
@@ -252,15 +242,12 @@ class VisionBridge(HookOwner):
             _attention=no_attention,
         )
         selection = self.strategy.projector
-        with torch.no_grad():
-            scores = selection.scorer.score(ctx)
-        reduction = selection.reducer.reduce(ctx, scores, ones, torch.full((batch,), self.kept, device=x.device))
-        keep = reduction.keep.to(x.device)
-        if bool((keep.sum(1) != self.kept).any()):
-            raise ScheduleError(f"The projector reducer kept {keep.sum(1).tolist()} tokens per tile, not {self.kept}.")
-        sel = torch.nonzero(keep, as_tuple=False)[:, 1].view(batch, -1)
-        source = reduction.hidden if reduction.hidden is not None else x
-        return source.gather(1, sel.unsqueeze(-1).expand(-1, -1, source.shape[-1]))
+        chosen = select(
+            ctx, selection.scorer, selection.reducer, ones, torch.full((batch,), self.kept, device=x.device),
+            protected=~ones, expect=self.kept,
+            miscount=lambda counts: f"The projector reducer kept {counts} tokens per tile, not {self.kept}.",
+        )  # fmt: skip
+        return chosen.features
 
     # -- placeholder compaction ---------------------------------------------------------------
     def _on_head(self, module: nn.Module, args: tuple, kwargs: dict):

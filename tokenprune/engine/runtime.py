@@ -34,10 +34,10 @@ from .compat import cache_from_kwargs
 from .hooks import HookOwner
 from .cache_kinds import check_cache, static_capacity
 from .decode import decode_layer, prepare_columns
-from .layout import select_slots
 from .loss import AlignedLoss
 from .masks import gather_rows, prefill_mask, query_visibility
 from .plan import counted, plan_boundary, read_layout
+from .selection import select
 from .state import (
     RECORD_ATTR,
     CacheRecord,
@@ -376,18 +376,19 @@ class Engine(HookOwner):
             _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
             stage=step,
         )
-        with torch.no_grad():  # selection is discrete; the official code scores detached features too
-            scores = self.strategy.scorer.score(ctx)
-        reduction = self.strategy.reducer.reduce(ctx, scores, candidates, n_keep)
-        if reduction.proportional_attention:
+        exact = self.strategy.reducer.exact_count
+        chosen = select(
+            ctx, self.strategy.scorer, self.strategy.reducer, candidates, n_keep,
+            protected=(prev.valid & ~prev.visual) | (prev.visual & is_query), width=plan.width if exact else None,
+        )  # fmt: skip
+        if chosen.reduction.proportional_attention:
             raise UnsupportedFeatureError(
                 f"{self.strategy.reducer!r} asks for proportional attention, which only vision-encoder blocks apply; "
                 "inside the LLM a merged token attends as one token. Turn proportional_attention off."
             )
-        keep = (prev.valid & ~prev.visual) | (prev.visual & is_query) | (reduction.keep.to(device) & candidates)
-        if not self.strategy.reducer.exact_count:  # the reducer decides its counts: read them once
-            plan = counted(keep, prev.visual, state.layout, target, prev.counts)
-        sel, sel_valid = select_slots(keep, prev.valid, plan.width)
+        if not exact:  # the reducer decided its own counts: read them once
+            plan = counted(chosen.keep, prev.visual, state.layout, target, prev.counts)
+        sel, sel_valid = chosen.index, chosen.valid
         stage = Stage(
             layer=index,
             idx=prev.idx.gather(1, sel),
@@ -400,8 +401,7 @@ class Engine(HookOwner):
             stage.shift = self._compact_shift(stage, kwargs, state)
         state.stages.append(stage)
         self._publish(state, cache_from_kwargs(kwargs))
-        features = reduction.hidden if reduction.hidden is not None else hidden
-        return gather_rows(features, sel)
+        return chosen.features
 
     def _attention(self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor) -> Tensor:
         allowed = query_visibility(mask, stage.idx, stage.valid, query)

@@ -1,0 +1,96 @@
+"""The one selection step every reduction site runs: score, choose, gather.
+
+Tokens are reduced at five sites: a decoder layer of the LLM (`engine.runtime`), a vision-encoder
+block (`encoder.engine`), the feature layer the projector reads and the projector's output
+(`encoder.vlm`), and each image of a packed tower after its patch merger (`encoder.packed`); a
+serving engine calls the same step through `tokenprune.projector_selection`. All of them do the same:
+the scorer ranks the context's slots, the reducer chooses which candidates stay, the protected slots
+(text, queries, class tokens) are added back, and the kept rows of the features — the reducer's merged
+features where it merged — are gathered in their original order. Doing it here once keeps the sites
+from drifting apart (the same tokens are kept whichever path runs) and keeps the rules in one place:
+
+* scores are computed without gradient (selection is discrete);
+* a reducer that declares `Reducer.exact_count` keeps exactly the planned number, so the caller
+  can pass the batch width and expected count from the host and nothing is read back from the
+  device; otherwise the kept counts are read once and checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import ScheduleError
+from ..interfaces import Reducer, Reduction, ScoreContext, Scorer
+from .layout import select_slots
+from .masks import gather_rows
+
+__all__ = ["Selected", "select"]
+
+
+@dataclass(frozen=True)
+class Selected:
+    """What one selection kept.
+
+    Attributes:
+        keep: ``(B, n)`` slots kept (chosen candidates and protected slots).
+        index: ``(B, m)`` kept slot indices, ascending per row (original order kept).
+        valid: ``(B, m)`` False for filler slots (rows that keep fewer than ``m``).
+        features: ``(B, m, d)`` the kept rows of the features (the reducer's merged ones if it merged).
+        reduction: the reducer's decision (merge sizes, proportional attention).
+    """
+
+    keep: Tensor
+    index: Tensor
+    valid: Tensor
+    features: Tensor
+    reduction: Reduction
+
+
+def select(
+    ctx: ScoreContext,
+    scorer: Scorer,
+    reducer: Reducer,
+    candidates: Tensor,
+    n_keep: Tensor,
+    *,
+    protected: Tensor,
+    width: int | None = None,
+    expect: int | None = None,
+    miscount: Callable[[list[int]], str] | None = None,
+) -> Selected:
+    """Score ``ctx``, let ``reducer`` keep ``n_keep[b]`` of ``candidates[b]``, add ``protected``, gather.
+
+    Args:
+        ctx: the site's score context (``hidden`` holds the features to gather).
+        scorer: the strategy's scorer for this site.
+        reducer: the strategy's reducer for this site.
+        candidates: ``(B, n)`` slots the reducer may remove.
+        n_keep: ``(B,)`` candidates each row keeps.
+        protected: ``(B, n)`` slots kept whatever the reducer says.
+        width: slots per row after the selection, when the caller knows it on the host (the LLM plan).
+        expect: the number of slots every row must keep (a rectangular site: encoders, projectors).
+        miscount: the error message for rows that kept another number (given the per-row counts);
+            with ``expect=None`` and a message, rows only have to agree with each other.
+
+    Raises:
+        ScheduleError: a row kept another number of slots than the site allows.
+    """
+    device = candidates.device
+    with torch.no_grad():
+        scores = scorer.score(ctx)
+    reduction = reducer.reduce(ctx, scores, candidates, n_keep)
+    keep = protected.to(device) | (reduction.keep.to(device) & candidates)
+    if miscount is not None and not (reducer.exact_count and expect is not None):
+        counts = keep.sum(1).tolist()  # a reducer that decides its own counts: check them once
+        if any(c != (counts[0] if expect is None else expect) for c in counts):
+            raise ScheduleError(miscount(counts))
+        width = counts[0] if counts else 0
+    elif expect is not None:
+        width = expect
+    index, valid = select_slots(keep, ctx.valid.to(device), width)
+    source = reduction.hidden if reduction.hidden is not None else ctx.hidden
+    return Selected(keep, index, valid, gather_rows(source, index), reduction)
