@@ -131,26 +131,34 @@ def test_no_import_cycle():
 
 def test_every_module_imports_on_its_own():
     """Each module imported first, with no other tokenprune module loaded (one interpreter, the package
-    purged from ``sys.modules`` between modules; torch and transformers stay loaded to keep this fast)."""
+    purged from ``sys.modules`` between modules; torch and transformers stay loaded to keep this fast).
+
+    A module whose optional third-party dependency is not installed here (the vLLM integration without
+    vllm) is passed over; tests/test_vllm_plugin.py imports it in vLLM's own venv (.ci/run)."""
     modules = sorted(module_files())
     script = f"""
 import importlib, json, sys, traceback
 import torch, transformers, pydantic, pluggy
-failures = {{}}
+failures, optional = {{}}, {{}}
 for name in {modules!r}:
     for loaded in [m for m in sys.modules if m == "tokenprune" or m.startswith("tokenprune.")]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name and not exc.name.split(".")[0] == "tokenprune":  # an optional dependency (vllm) not installed here
+            optional[name] = exc.name
+        else:
+            failures[name] = traceback.format_exc(limit=3)
     except Exception:
         failures[name] = traceback.format_exc(limit=3)
-print(json.dumps(failures))
+print(json.dumps([failures, optional]))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    failures = json.loads(done.stdout.strip().splitlines()[-1])
+    failures, optional = json.loads(done.stdout.strip().splitlines()[-1])
     assert not failures, "\n".join(f"{name}:\n{trace}" for name, trace in failures.items())
-    assert len(modules) > 60
+    assert len(modules) - len(optional) > 60, optional
 
 
 def test_import_tokenprune_loads_no_tool_module():

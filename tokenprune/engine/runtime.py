@@ -38,6 +38,7 @@ from .loss import AlignedLoss
 from .masks import gather_rows, prefill_mask, query_visibility
 from .plan import counted, plan_boundary, read_layout
 from .selection import select
+from .sharding import require_gathered
 from .state import (
     RECORD_ATTR,
     CacheRecord,
@@ -359,6 +360,7 @@ class Engine(HookOwner):
             if layer != "previous":
                 raise ValueError(f"layer must be 'current' or 'previous', got {layer!r}.")
             p_module, p_hidden, p_mask, p_rope = previous
+            require_gathered(p_module, index - 1)  # FSDP2 resharded it after its forward: a clear error
             p_rope = self._stage_rope(state, prev, {"position_embeddings": p_rope}, p_hidden)
             return p_module, p_hidden, p_rope, self._stage_mask(state, prev, p_mask, p_hidden.dtype)
 
