@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tokenprune.bench_modes import generate_kwargs, plot, render, run_modes
+from tokenprune.tools.bench_modes import generate_kwargs, plot, render, run_modes
 
 
 def test_run_modes_reports_ttft_tpot_e2e_per_mode(tmp_path):

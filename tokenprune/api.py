@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from .engine import CallStats, Engine
-from .composite import VisionLanguageStrategy
+from .vision_language import VisionLanguageStrategy
 from .containers import reject_parallel_container
 from .encoder import EncoderEngine
 from .encoder.vlm import CompositeEngine

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import torch
 from torch import Tensor
 
-from .composite import ProjectorSelection
+from .vision_language import ProjectorSelection
 from .encoder.packed import RECORD_ATTR, PackedRecord, PackedSelector
 from .encoder.patches import select_patches  # the hooks' own selection step, shared
 from .errors import ScheduleError

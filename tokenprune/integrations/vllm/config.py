@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ...api import _resolve_strategy
-from ...composite import ProjectorSelection, VisionLanguageStrategy
+from ...vision_language import ProjectorSelection, VisionLanguageStrategy
 from ...errors import TokenpruneError, UnsupportedFeatureError
 
 __all__ = [

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..tiny_llava import LlavaDims, llava_config
+
 __all__ = [
     "SPECIAL_TOKENS", "IMAGE_TOKEN", "ASSET_DIR", "build_tokenizer", "vocabulary", "build_config",
     "TinyVQA", "load_tiny_vqa", "pixel_values",
@@ -29,7 +31,7 @@ SPECIAL_TOKENS = (PAD, BOS, EOS, UNK, IMAGE_TOKEN)
 ``<image>`` is 4 (the ``image_token_index`` of `build_config`)."""
 IMAGE_PX, PATCH_PX = 60, 6
 NUM_PATCHES = (IMAGE_PX // PATCH_PX) ** 2  # 100 visual tokens per image
-ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-vqa-llava"
+ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "tiny-vqa-llava"
 """The checkpoint shipped in the package (weights, config, tokenizer): what `load_tiny_vqa` loads
 when given no path, and what ``tokenprune eval`` / ``fidelity`` / ``visualize`` / ``demo`` use."""
 
@@ -75,22 +77,18 @@ def build_config(
     ``text_dims`` / ``vision_dims`` override entries of `TEXT_DIMS` / `VISION_DIMS` (the training
     script's ``--text-width`` and friends); a saved checkpoint records what it was built with.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
     vision_dims = {**VISION_DIMS, **(vision_dims or {})}
     text_dims = {**TEXT_DIMS, **(text_dims or {})}
-    vision = CLIPVisionConfig(image_size=IMAGE_PX, patch_size=PATCH_PX, projection_dim=vision_dims["hidden_size"],
-                              **vision_dims)  # fmt: skip
-    text = LlamaConfig(
-        vocab_size=vocab_size, max_position_embeddings=320, pad_token_id=pad_id, bos_token_id=bos_id,
-        eos_token_id=eos_id, tie_word_embeddings=True, **text_dims,
+    dims = LlavaDims(
+        layers=text_dims["num_hidden_layers"], hidden=text_dims["hidden_size"],
+        intermediate=text_dims["intermediate_size"], heads=text_dims["num_attention_heads"],
+        kv_heads=text_dims["num_key_value_heads"], vocab=vocab_size,
+        vision_layers=vision_dims["num_hidden_layers"], vision_hidden=vision_dims["hidden_size"],
+        vision_intermediate=vision_dims["intermediate_size"], vision_heads=vision_dims["num_attention_heads"],
+        image_size=IMAGE_PX, patch_size=PATCH_PX,
     )  # fmt: skip
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=image_id, image_seq_length=NUM_PATCHES,
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )  # fmt: skip
-    config.tie_word_embeddings = True
-    return config
+    return llava_config(dims, image_token_id=image_id, max_positions=320, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id,
+                        tie_word_embeddings=True)  # fmt: skip
 
 
 def pixel_values(images: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ first: visual tokens per layer, paper-convention FLOPs (for the demo model and f
 LLaVA-1.5-7B shape under the same schedule), prefill wall time, and that a keep-everything
 schedule generates exactly what the unwrapped model generates.
 
-`run` returns plain JSON-ready data; `tokenprune.cli` renders it.
+`run` returns plain JSON-ready data; `tokenprune.tools.reports.render_demo` renders it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .api import pruned
-from .cost import stack_flops
-from .registry import get_registry
+from .. import __version__
+from ..api import pruned
+from ..cost import stack_flops
+from ..registry import get_registry
+from .tiny_llava import LlavaDims, build_llava, llava_config
 
-__all__ = ["build_model", "build_inputs", "run", "LLAVA_7B", "DEMO_DIMS"]
+__all__ = ["build_model", "build_inputs", "run", "LLAVA_7B", "DEMO_DIMS", "DEMO_LLAVA"]
 
 # Vocabulary: text ids first, special ids at the end, all inside the embedding table.
 PAD_ID, BOS_ID, EOS_ID, IMAGE_ID = 0, 1, 2, 255
@@ -32,11 +33,17 @@ VOCAB_SIZE = 256
 TEXT_IDS = (3, 250)
 SPECIAL_IDS = (PAD_ID, BOS_ID, EOS_ID, IMAGE_ID)
 
-DEMO_DIMS = dict(layers=8, hidden=128, heads=4, kv_heads=2, intermediate=344, vocab=VOCAB_SIZE)
-"""Shape of the demo's random LLaVA: small enough to run on a laptop CPU in seconds."""
+DEMO_LLAVA = LlavaDims(
+    layers=8, hidden=128, intermediate=344, heads=4, kv_heads=2, vocab=VOCAB_SIZE,
+    vision_layers=2, vision_hidden=32, vision_intermediate=64, vision_heads=2, image_size=336, patch_size=14,
+)  # fmt: skip
+"""The demo's random LLaVA: LLaVA-1.5's visual geometry (336 px, 14 px patches: 576 visual tokens), tiny widths."""
+DEMO_DIMS = dict(layers=DEMO_LLAVA.layers, hidden=DEMO_LLAVA.hidden, heads=DEMO_LLAVA.heads,
+                 kv_heads=DEMO_LLAVA.kv_heads, intermediate=DEMO_LLAVA.intermediate, vocab=VOCAB_SIZE)  # fmt: skip
+"""Shape of the demo's random LLaVA as the report prints it: small enough to run on a laptop CPU in seconds."""
 LLAVA_7B = dict(name="LLaVA-1.5-7B", layers=32, hidden=4096, intermediate=11008, visual_tokens=576)
 """LLaVA-1.5-7B's dimensions, to report what the demo's schedule would save at full size."""
-IMAGE_PX, PATCH_PX = 336, 14  # (336 / 14)^2 = 576 patches; the CLS feature is dropped ("default")
+IMAGE_PX = DEMO_LLAVA.image_size  # (336 / 14)^2 = 576 patches; the CLS feature is dropped ("default")
 INIT_STD = 0.2
 PROMPT_TEXT = ((3, 5), (6, 8))  # per sample: text tokens before and after the image
 
@@ -47,53 +54,19 @@ def build_config():
     Only the geometry that decides token counts is real (336 px, 14 px patches); widths are tiny so
     the whole demo runs in seconds on a laptop CPU.
     """
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-        image_size=IMAGE_PX, patch_size=PATCH_PX, projection_dim=32,
-    )  # fmt: skip
-    text = LlamaConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=DEMO_DIMS["hidden"], intermediate_size=DEMO_DIMS["intermediate"],
-        num_hidden_layers=DEMO_DIMS["layers"], num_attention_heads=DEMO_DIMS["heads"],
-        num_key_value_heads=DEMO_DIMS["kv_heads"], max_position_embeddings=1024,
-        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID, tie_word_embeddings=False,
-    )  # fmt: skip
-    return LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=IMAGE_ID,
-        image_seq_length=(IMAGE_PX // PATCH_PX) ** 2,
-    )  # fmt: skip
-
-
-@torch.no_grad()
-def reinit(model: nn.Module, seed: int, std: float = INIT_STD) -> None:
-    """Redraw every non-norm parameter from N(0, std), seeded.
-
-    HF's default init (std 0.02) makes attention nearly uniform, so every token would score the
-    same and the pruning choice would be arbitrary; a large std gives peaky, meaningful scores.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("RMSNorm"):
-            continue
-        for param in module.parameters(recurse=False):
-            param.copy_(torch.randn(param.shape, generator=gen, dtype=torch.float32) * std)
+    return llava_config(DEMO_LLAVA, image_token_id=IMAGE_ID, max_positions=1024, pad_id=PAD_ID, bos_id=BOS_ID,
+                        eos_id=EOS_ID)  # fmt: skip
 
 
 def build_model(seed: int = 0) -> nn.Module:
-    """The demo model: stock `LlavaForConditionalGeneration`, float32, SDPA, eval mode."""
-    from transformers import LlavaForConditionalGeneration
+    """The demo model: stock `LlavaForConditionalGeneration`, float32, SDPA, eval mode.
 
-    config = build_config()
-    config._attn_implementation = "sdpa"  # the setter reaches the text and vision sub-configs
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    reinit(model, seed)
-    model = model.float().eval()
-    gen_cfg = model.generation_config
-    gen_cfg.pad_token_id, gen_cfg.bos_token_id, gen_cfg.eos_token_id = PAD_ID, BOS_ID, EOS_ID
+    Weights are redrawn from N(0, `INIT_STD`) (`tokenprune.tools.tiny_llava.redraw_weights`), so
+    attention is peaky and the strategies' scores mean something even on random weights.
+    """
+    model = build_llava(build_config(), seed=seed, init_std=INIT_STD)
     # Greedy decoding on random weights must neither stop early nor emit a placeholder id.
-    gen_cfg.suppress_tokens = list(SPECIAL_IDS)
+    model.generation_config.suppress_tokens = list(SPECIAL_IDS)
     return model
 
 
@@ -243,12 +216,12 @@ def run(
     trained_questions: int = 64,
     picture: str | None = None,
 ) -> dict[str, Any]:
-    """Everything the demo reports, as JSON-ready data (see `tokenprune.cli` for the rendering).
+    """Everything the demo reports, as JSON-ready data (`tokenprune.tools.reports.render_demo` renders it).
 
     ``threads`` (torch intra-op threads, ``None`` = leave as is) defaults to 1: the demo's matrices
     are too small to gain much from threads, while threads spin-waiting for a core on a busy machine
     (CI, shared boxes) made the run up to 10x slower. The previous setting is restored afterwards.
-    ``trained_questions`` > 0 adds the trained tiny VQA LLaVA part (`tokenprune.vqa.demo`): that many
+    ``trained_questions`` > 0 adds the trained tiny VQA LLaVA part (`tokenprune.tools.vqa.demo`): that many
     test questions per dataset answered dense and wrapped, and the kept-patch picture at ``picture``.
     """
     options = dict(options or {})

@@ -11,54 +11,24 @@ here, before any hook is attached.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
 from .config import StrategyConfig
-from .errors import TokenpruneError
 from .interfaces import Reducer, Scheduler, Scorer, Strategy, check_sites
 
 if TYPE_CHECKING:
-    from .composite import VisionLanguageStrategy
+    from .vision_language import VisionLanguageStrategy
     from .registry import Registry
 
-__all__ = ["ComponentSpec", "ComposedConfig", "UnknownComponentError", "compose", "COMPONENT_KINDS", "DEFAULTS"]
+__all__ = ["ComposedConfig", "compose", "COMPONENT_KINDS", "DEFAULTS"]
 
 COMPONENT_KINDS = ("scheduler", "scorer", "reducer")
 """The three kinds of component a strategy is composed of (the keyword names of `compose`)."""
 DEFAULTS = {"scheduler": "pyramid", "scorer": "attention", "reducer": "topk"}
 """What a composed strategy uses for a kind the user did not name."""
 _BASES = {"scheduler": Scheduler, "scorer": Scorer, "reducer": Reducer}
-
-
-class UnknownComponentError(TokenpruneError, KeyError):
-    """A scheduler, scorer or reducer name that no installed plugin registered."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-@dataclass(frozen=True)
-class ComponentSpec:
-    """A registered component: kind, name, config class, builder and where it came from."""
-
-    kind: str
-    name: str
-    config_cls: type[StrategyConfig]
-    build: Callable[[Any], Any]
-    source: str
-    description: str = ""
-
-    def sites(self) -> frozenset[str]:
-        """Where the default-configured component can act (see `tokenprune.interfaces.Site`)."""
-        try:
-            built = self.build(self.config_cls())
-        except Exception:  # a component without defaults: read the class attribute if the builder is a class
-            built = self.build
-        return frozenset(getattr(built, "sites", {"llm"}))
 
 
 class ComposedConfig(StrategyConfig):
@@ -87,7 +57,7 @@ def compose(
     `VisionLanguageStrategy` with that `ProjectorSelection` instead.
 
     Raises:
-        UnknownComponentError: a name is not registered (the message lists the known ones).
+        tokenprune.errors.UnknownComponentError: a name is not registered (the message lists the known ones).
         TypeError: an option that none of the chosen components accepts (the message lists the valid ones).
         pydantic.ValidationError: an option value is invalid.
         IncompatibleComponentsError: the components act at different sites.
@@ -128,7 +98,7 @@ def compose(
     name = "+".join(names[kind] for kind in COMPONENT_KINDS)
     sites = check_sites(built["scheduler"], built["scorer"], built["reducer"])
     if sites == {"projector"}:  # one reduction of the tower's features, no layers
-        from .composite import ProjectorSelection, VisionLanguageStrategy
+        from .vision_language import ProjectorSelection, VisionLanguageStrategy
 
         ratio = getattr(built["scheduler"], "ratio", None)
         if not isinstance(ratio, float):

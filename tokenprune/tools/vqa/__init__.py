@@ -3,12 +3,12 @@
 Random-weight models prove the engine exact but say nothing about *which* visual tokens matter.
 This subpackage provides what accuracy measurements need, all offline:
 
-- `tokenprune.vqa.datasets`: easy-VQA (third-party, PyPI ``easy-vqa``) and Grid-Shapes (generated
+- `tokenprune.tools.vqa.datasets`: easy-VQA (third-party, PyPI ``easy-vqa``) and Grid-Shapes (generated
   here, seeded), both with a fixed train/test split, as lists of `Example`.
-- `tokenprune.vqa.grid_shapes`: the Grid-Shapes generator.
-- `tokenprune.vqa.model`: the word-level tokenizer, the LLaVA config, loading the shipped
+- `tokenprune.tools.vqa.grid_shapes`: the Grid-Shapes generator.
+- `tokenprune.tools.vqa.model`: the word-level tokenizer, the LLaVA config, loading the shipped
   checkpoint, encoding batches and answering questions.
 
-Submodules are imported on use (the CLI imports `tokenprune.vqa.commands` to register its
+Submodules are imported on use (the CLI imports `tokenprune.tools.vqa.commands` to register its
 subcommands, which must not pull in Pillow or the datasets).
 """

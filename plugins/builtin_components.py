@@ -34,8 +34,8 @@ from ..components import (
 from ..components.single_stage import SingleStageConfig
 from ..config import StrategyConfig
 from ..hookspecs import RegisterComponent, hookimpl
-from .projector_budget import ProjectorBudgetConfig
-from .pyramiddrop import PyramidSchedulerOptions, build_scheduler
+from ..components.projector import ProjectorBudgetConfig
+from ..components.pyramid_schedule import PyramidSchedulerOptions, build_scheduler
 
 __all__ = [
     "NoOptions", "LayerOption", "SeedOption", "PivotOptions", "RateOptions", "MergeOptions", "BipartiteOptions",

@@ -8,7 +8,7 @@ itself (no test data is read):
 
 - easy-VQA: one shape per image. Its shape and colour are read from the image's own questions
   ("what shape is in the image?" -> answer; "what color is the circle?" -> the shape word ...).
-- Grid-Shapes: the generator's scenes (`tokenprune.vqa.datasets.grid_scenes`) give every cell's
+- Grid-Shapes: the generator's scenes (`tokenprune.tools.vqa.datasets.grid_scenes`) give every cell's
   shape and colour, or "empty".
 
 Labels are class indices into `EASY_SHAPES` / `EASY_COLORS` and `GRID_SHAPES` / `GRID_COLORS`;

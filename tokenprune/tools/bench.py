@@ -43,13 +43,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__
-from .api import pruned
-from .engine.compat import cache_from_output
-from .composite import runs_in_llm_only
-from .cost import ModelDims, estimate, kv_cache_bytes
-from .errors import UnsupportedFeatureError
-from .registry import get_registry
+from .. import __version__
+from ..api import pruned
+from ..engine.compat import cache_from_output
+from ..vision_language import runs_in_llm_only
+from ..cost import ModelDims, estimate, kv_cache_bytes
+from ..errors import UnsupportedFeatureError
+from ..registry import get_registry
+from .clocks import StepStreamer, sync
+from .tiny_llava import LlavaDims, build_llava, llava_config
 
 __all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
 
@@ -57,27 +59,16 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 TEXT_BEFORE_SHARE = 35 / 64  # LLaVA-1.5 chat template: ~35 tokens before the image, the question after
 
 
-@dataclass(frozen=True)
-class BenchShape:
-    """A LLaVA-1.5-style model (CLIP tower, 2-layer projector, Llama decoder) and its prompt.
+@dataclass(frozen=True, kw_only=True)
+class BenchShape(LlavaDims):
+    """A LLaVA-1.5-style model (CLIP tower, 2-layer projector, Llama decoder: the `LlavaDims` fields) and its prompt.
 
     ``images`` images of ``image_size`` px with ``patch_size`` px patches give
     ``images * (image_size // patch_size)**2`` visual tokens (the CLS feature is dropped).
+    Fields are given by name.
     """
 
     name: str
-    layers: int
-    hidden: int
-    intermediate: int
-    heads: int
-    kv_heads: int
-    vocab: int
-    vision_layers: int
-    vision_hidden: int
-    vision_intermediate: int
-    vision_heads: int
-    image_size: int = 336
-    patch_size: int = 14
     images: int = 1
     text_tokens: int = 64
     answer_tokens: int = 32
@@ -155,24 +146,9 @@ def resolve_shape(
 
 def build_config(shape: BenchShape):
     """A `LlavaConfig` of the shape, SDPA attention."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
-
-    vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden, intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers, num_attention_heads=shape.vision_heads,
-        image_size=shape.image_size, patch_size=shape.patch_size, projection_dim=shape.vision_hidden,
-    )  # fmt: skip
     length = shape.text_tokens + shape.visual_tokens + shape.answer_tokens + 1024
-    text = LlamaConfig(
-        vocab_size=shape.vocab, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=max(4096, length), pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=shape.vocab - 1,
-        image_seq_length=(shape.image_size // shape.patch_size) ** 2,
-    )  # fmt: skip
+    config = llava_config(shape, image_token_id=shape.vocab - 1, max_positions=max(4096, length),
+                          pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID)  # fmt: skip
     config._attn_implementation = "sdpa"
     return config
 
@@ -183,15 +159,7 @@ def build_model(shape: BenchShape, device: str = "cpu", dtype: torch.dtype = tor
     ``device="meta"`` builds the structure only (no memory, no init): a quick check that a shape
     constructs, e.g. the true 7B shape on a machine without a GPU.
     """
-    from transformers import LlavaForConditionalGeneration
-
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlavaForConditionalGeneration._from_config(build_config(shape), dtype=dtype)
-    model.eval()
-    gen = model.generation_config
-    gen.pad_token_id, gen.bos_token_id, gen.eos_token_id = PAD_ID, BOS_ID, EOS_ID
-    return model
+    return build_llava(build_config(shape), seed=seed, device=device, dtype=dtype)
 
 
 def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str = "cpu", labels: bool = False):
@@ -226,11 +194,6 @@ def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str =
 
 
 # -- clocks ---------------------------------------------------------------------------------
-def _sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 class _HookClock:
     """Accumulates the wall time between a first and a last hook on a set of modules.
 
@@ -254,12 +217,12 @@ class _HookClock:
             self._handles.append(module.register_forward_hook(self._ender_post("post")))
 
     def _begin(self, module: nn.Module, args: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self._start = time.perf_counter()
 
     def _ender(self, name: str):
         def end(module: nn.Module, args: Any) -> None:
-            _sync(self.device)
+            sync(self.device)
             self.seconds[name] += time.perf_counter() - self._start
 
         return end
@@ -298,36 +261,16 @@ class _SpanClock:
         ]
 
     def _begin(self, module: nn.Module, args: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self._start = time.perf_counter()
 
     def _end(self, module: nn.Module, args: Any, output: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.seconds += time.perf_counter() - self._start
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
-
-
-class _StepStreamer:
-    """A `generate` streamer that timestamps each ``put``: the prompt, then every new token."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.times: list[float] = []
-
-    def put(self, value: Any) -> None:
-        _sync(self.device)
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-    @property
-    def steps(self) -> list[float]:
-        """Durations of the decode steps after the first new token."""
-        return [b - a for a, b in zip(self.times[1:], self.times[2:])]
 
 
 # -- measurements ---------------------------------------------------------------------------
@@ -470,10 +413,10 @@ class _Runner:
             llm = _SpanClock(stack.language_model, self.device)
             try:
                 with torch.inference_mode():
-                    _sync(self.device)
+                    sync(self.device)
                     start = time.perf_counter()
                     out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
-                    _sync(self.device)
+                    sync(self.device)
                     seconds = time.perf_counter() - start
             finally:
                 hooks.remove()
@@ -485,15 +428,15 @@ class _Runner:
 
     # decode ----------------------------------------------------------------------------------
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
-        streamer = _StepStreamer(self.device)
+        streamer = StepStreamer(self.device)
         n = self.new_tokens
         with _mode(self.model, wrapped, self.strategy, self.options), torch.inference_mode():
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             out = self.model.generate(
                 **self.inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer
             )
-            _sync(self.device)
+            sync(self.device)
             total = time.perf_counter() - start
         generated = out.shape[1] - self.inputs["input_ids"].shape[1]
         return {"seconds": total, "steps": streamer.steps, "first_token_seconds": streamer.times[1] - start
@@ -504,11 +447,11 @@ class _Runner:
         model = self.model
         with _mode(model, wrapped, self.strategy, self.options):
             model.zero_grad(set_to_none=True)
-            _sync(self.device)
+            sync(self.device)
             start = time.perf_counter()
             out = model(**self.train_inputs, use_cache=False)
             out.loss.backward()
-            _sync(self.device)
+            sync(self.device)
             seconds = time.perf_counter() - start
             loss = float(out.loss.detach())
             del out
@@ -538,10 +481,10 @@ class _Runner:
         times = {}
         with torch.inference_mode():
             for n in lengths:
-                _sync(self.device)
+                sync(self.device)
                 start = time.perf_counter()
                 lm(inputs_embeds=emb[:, :n], use_cache=False)
-                _sync(self.device)
+                sync(self.device)
                 times[n] = time.perf_counter() - start
         return times
 
@@ -693,6 +636,7 @@ def _measure(
             "avg_visual_tokens": prefill_cost.average_visual_tokens,
         },
         "shape": {
+            "name": shape.name,  # first, as before BenchShape extended LlavaDims
             **asdict(shape),
             "visual_tokens": n,
             "batch": r.batch,

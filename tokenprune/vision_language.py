@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from .errors import ScheduleError
 from .interfaces import Reducer, Scheduler, Scorer, Strategy, check_sites, require_site
 
-__all__ = ["ProjectorSelection", "VisionLanguageStrategy", "runs_in_llm_only"]
+__all__ = ["ProjectorSelection", "VisionLanguageStrategy", "BuiltStrategy", "runs_in_llm_only"]
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,12 @@ class VisionLanguageStrategy:
         return self.llm.config if self.llm is not None else None
 
 
-def runs_in_llm_only(strategy: Strategy | VisionLanguageStrategy) -> bool:
+BuiltStrategy = Strategy | VisionLanguageStrategy
+"""What a registered strategy's ``build`` returns and `tokenprune.wrap` accepts: a `Strategy` (one
+stack) or a `VisionLanguageStrategy` (encoder, projector and/or LLM parts)."""
+
+
+def runs_in_llm_only(strategy: BuiltStrategy) -> bool:
     """True when ``strategy`` removes tokens only inside the LLM (what the cost model and benchmark cover).
 
     False for a `VisionLanguageStrategy` with an encoder or projector part, and for a `Strategy` that

@@ -11,8 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..api import pruned
-from ..errors import TokenpruneError
+from ...api import pruned
+from ...errors import TokenpruneError
+from ..tables import format_table
 from .datasets import DATASETS, load_split
 from .model import load_tiny_vqa
 
@@ -66,8 +67,6 @@ def run_trained(strategy: str, options: dict[str, Any], questions: int = 64, pic
 
 def render_trained(r: dict[str, Any], strategy: str) -> str:
     """The trained-model block of the demo report."""
-    from ..cli import format_table
-
     head = f"Trained model: {r['model']}, {r['questions_per_dataset']} test questions per dataset"
     if "error" in r:
         return f"{head}\n  skipped: {r['error']}"

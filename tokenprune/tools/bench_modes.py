@@ -25,34 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import pruned, wrap
+from ..api import pruned, wrap
+from ..cost import ModelDims, estimate
 from .bench import build_inputs, build_model, resolve_shape
-from .cost import ModelDims, estimate
+from .clocks import StepStreamer, sync
 
 __all__ = ["MODES", "generate_kwargs", "run_modes"]
 
 MODES = ("eager", "static", "compiled")
 """The engine modes `run_modes` times, in this order by default."""
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-class _Stamps:
-    """A ``generate`` streamer that timestamps the prompt and every new token."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.times: list[float] = []
-
-    def put(self, value: Any) -> None:
-        _sync(self.device)
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
 
 
 def generate_kwargs(mode: str, device: str) -> dict[str, Any]:
@@ -72,16 +53,15 @@ def generate_kwargs(mode: str, device: str) -> dict[str, Any]:
 
 
 def _once(model: nn.Module, inputs: dict, kwargs: dict, new_tokens: int, device: str) -> dict[str, float]:
-    stamps = _Stamps(device)
+    stamps = StepStreamer(device)
     with torch.inference_mode():
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                        streamer=stamps, **kwargs)  # fmt: skip
-        _sync(device)
+        sync(device)
         total = time.perf_counter() - start
-    steps = [b - a for a, b in zip(stamps.times[1:], stamps.times[2:])]
-    return {"ttft": stamps.times[1] - start, "tpot": statistics.median(steps), "e2e": total}
+    return {"ttft": stamps.times[1] - start, "tpot": statistics.median(stamps.steps), "e2e": total}
 
 
 def _pairs(once: Callable[[bool], dict], repeats: int, warmup: int, say: Callable[[str], None], mode: str):

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 
-from ..api import pruned
-from ..errors import TokenpruneError
-from ..registry import get_registry
+from ...api import pruned
+from ...errors import TokenpruneError
+from ...registry import get_registry
 from .datasets import QUESTION_KINDS, Split, question_kind
 from .model import TinyVQA
 
@@ -75,7 +75,7 @@ def evaluate_split(
         ``accuracy``, ``correct``, ``questions``, and ``flops_fraction``: pruned / dense visual-token
         FLOPs (paper convention) summed over every forward (1.0 for dense), ``visual_tokens``: the
         mean visual tokens per layer, ``by_kind``: ``{kind: {"accuracy", "correct", "questions"}}``
-        per `tokenprune.vqa.datasets.question_kind` (colour, shape, yes/no).
+        per `tokenprune.tools.vqa.datasets.question_kind` (colour, shape, yes/no).
     """
     n = len(split) if limit is None else min(limit, len(split))
     correct, flops, dense, per_layer = 0, 0.0, 0.0, None
@@ -120,7 +120,7 @@ def _llm_visual_flops(model: Any, handle: Any, batch: int) -> tuple[float, float
     vision tower or at the projector) hand it fewer visual tokens, which then stay in every layer:
     the same paper-convention count, from the tokens each image reached the LLM with.
     """
-    from ..cost import stack_flops
+    from ...cost import stack_flops
 
     stats = handle.stats
     if stats is not None:
@@ -240,8 +240,6 @@ def plot_sweep(result: dict[str, Any], path: str, title: str = "Tiny VQA LLaVA")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -3,22 +3,25 @@
 All three default to the checkpoint shipped in the package (``tokenprune/assets/tiny-vqa-llava``),
 so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any checkpoint saved by
 ``examples/train_tiny_vqa.py``. For other models use the library functions they wrap:
-`tokenprune.vqa.evaluate.sweep`, `tokenprune.fidelity.fidelity`, `tokenprune.visualize.kept_grids`.
+`tokenprune.tools.vqa.evaluate.sweep`, `tokenprune.tools.fidelity.fidelity`, `tokenprune.tools.visualize.kept_grids`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..arguments import (
+    CliError, add_strategy_arguments, at_least, build_strategy, parse_option, write_json,
+)  # fmt: skip
+from ..tables import format_table
+
 __all__ = ["add_subcommands", "render_eval", "render_fidelity"]
 
 
-def _common(parser: argparse.ArgumentParser, at_least: Any, dataset_default: str = "all") -> None:
+def _common(parser: argparse.ArgumentParser, dataset_default: str = "all") -> None:
     parser.add_argument("--model", metavar="PATH", help="tiny VQA checkpoint directory (default: the shipped one)")
     parser.add_argument("--dataset", default=dataset_default, choices=["all", "easy-vqa", "grid-shapes"],
                         help=f"test split(s) to use (default: {dataset_default})")  # fmt: skip
@@ -28,8 +31,6 @@ def _common(parser: argparse.ArgumentParser, at_least: Any, dataset_default: str
 
 def add_subcommands(sub: Any) -> None:
     """Register ``eval``, ``fidelity`` and ``visualize`` on the ``tokenprune`` subparsers."""
-    from ..cli import _at_least, _strategy_arguments, parse_option
-
     ev = sub.add_parser(
         "eval",
         help="accuracy vs. visual FLOPs of dense and every strategy on the trained tiny VQA LLaVA",
@@ -39,7 +40,7 @@ def add_subcommands(sub: Any) -> None:
         "--json and --plot write the numbers and the accuracy-vs-FLOPs curves. FLOPs budgets (budget_flops) are "
         "solved on the evaluated model's own depth (--option NAME.reference=llava-1.5-7b restores the default).",
     )
-    _common(ev, _at_least)
+    _common(ev)
     ev.add_argument("--strategy", action="append", metavar="NAME", help="only these strategies (repeatable; default: all)")
     ev.add_argument("--budgets", metavar="LIST", help="comma-separated budget values (default: 0.81,0.64,0.49,0.36,0.25,0.16,0.09)")
     ev.add_argument(
@@ -47,8 +48,8 @@ def add_subcommands(sub: Any) -> None:
         help="a fixed option of one strategy in every run of it (repeatable), e.g. sparsevlm.layer_list=[1,2,4] "
         "for a model shallower than the strategy's default layers",
     )  # fmt: skip
-    ev.add_argument("--limit", type=_at_least(1), metavar="N", help="first N questions of each test split (default: all)")
-    ev.add_argument("--batch-size", type=_at_least(1), default=64, metavar="B", help="questions per forward (default: 64)")
+    ev.add_argument("--limit", type=at_least(1), metavar="N", help="first N questions of each test split (default: all)")
+    ev.add_argument("--batch-size", type=at_least(1), default=64, metavar="B", help="questions per forward (default: 64)")
     ev.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
     ev.add_argument("--plot", metavar="PATH", help="write the accuracy-vs-FLOPs PNG (needs matplotlib)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,13 +60,13 @@ def add_subcommands(sub: Any) -> None:
         help="how closely a strategy reproduces dense: next-token KL, top-1 agreement, exact match",
         description="Run greedy generation dense and wrapped on test questions of the tiny VQA LLaVA and compare: "
         "KL(dense || wrapped) of the first answer token, top-1 agreement, exact match of the generated text. "
-        "For your own model and prompts use tokenprune.fidelity.fidelity(model, batches, strategy, options).",
+        "For your own model and prompts use tokenprune.tools.fidelity.fidelity(model, batches, strategy, options).",
     )
-    _common(fid, _at_least, "grid-shapes")
-    _strategy_arguments(fid)
-    fid.add_argument("--limit", type=_at_least(1), default=128, metavar="N", help="questions per split (default: 128)")
-    fid.add_argument("--batch-size", type=_at_least(1), default=32, metavar="B", help="questions per batch (default: 32)")
-    fid.add_argument("--max-new-tokens", type=_at_least(1), default=2, metavar="N", help="greedy tokens (default: 2)")
+    _common(fid, "grid-shapes")
+    add_strategy_arguments(fid)
+    fid.add_argument("--limit", type=at_least(1), default=128, metavar="N", help="questions per split (default: 128)")
+    fid.add_argument("--batch-size", type=at_least(1), default=32, metavar="B", help="questions per batch (default: 32)")
+    fid.add_argument("--max-new-tokens", type=at_least(1), default=2, metavar="N", help="greedy tokens (default: 2)")
     fid.add_argument("--json", metavar="PATH", help="write the numbers (with per-sample rows) to this JSON file")
     fid.set_defaults(func=cmd_fidelity)
 
@@ -75,9 +76,9 @@ def add_subcommands(sub: Any) -> None:
         description="Answer one question dense and wrapped, then draw the image once per stage of the reduction "
         "with the dropped patches dimmed (one panel per stage).",
     )
-    _common(vis, _at_least, "grid-shapes")
-    _strategy_arguments(vis)
-    vis.add_argument("--index", type=_at_least(0), default=0, metavar="I", help="test question index (default: 0)")
+    _common(vis, "grid-shapes")
+    add_strategy_arguments(vis)
+    vis.add_argument("--index", type=at_least(0), default=0, metavar="I", help="test question index (default: 0)")
     vis.add_argument("--image", metavar="PNG", help="your own image instead (resized to 60x60)")
     vis.add_argument("--question", help="your own question (with --image, or replacing the test question)")
     vis.add_argument("--out", default="kept_patches.png", metavar="PATH", help="PNG path (default: kept_patches.png)")
@@ -91,7 +92,6 @@ def _splits(name: str) -> list:
 
 
 def _load(args: argparse.Namespace):
-    from ..cli import CliError
     from .model import load_tiny_vqa
 
     if args.threads:
@@ -102,19 +102,9 @@ def _load(args: argparse.Namespace):
         raise CliError(str(exc)) from None
 
 
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    from ..cli import CliError
-
-    try:
-        Path(path).write_text(json.dumps(data, indent=1) + "\n")
-    except OSError as exc:
-        raise CliError(f"Could not write {path}: {exc.strerror or exc}.") from None
-
-
 # -- eval -------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..cli import CliError
-    from ..registry import get_registry
+    from ...registry import get_registry
     from .evaluate import DEFAULT_BUDGETS, sweep
 
     registry = get_registry()
@@ -140,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result["model"] = str(args.model or "shipped tiny-vqa-llava")
     print(render_eval(result))
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result, indent=1)
         print(f"\nwrote {args.json}")
     if args.plot:
         from .evaluate import plot_sweep
@@ -155,7 +145,6 @@ def render_eval(result: dict[str, Any]) -> str:
 
     Under each table, dense accuracy by question kind (colour, shape, yes/no), when the runs carry it.
     """
-    from ..cli import format_table
 
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in result["runs"]):
@@ -178,7 +167,6 @@ def render_eval(result: dict[str, Any]) -> str:
 
 # -- fidelity ---------------------------------------------------------------------------------
 def cmd_fidelity(args: argparse.Namespace) -> int:
-    from ..cli import build_strategy
     from ..fidelity import fidelity
 
     options = dict(args.option or [])
@@ -197,7 +185,7 @@ def cmd_fidelity(args: argparse.Namespace) -> int:
               "datasets": reports}  # fmt: skip
     print(render_fidelity(result))
     if args.json:
-        _write_json(args.json, result)
+        write_json(args.json, result, indent=1)
         print(f"\nwrote {args.json}")
     return 0
 
@@ -210,12 +198,11 @@ def render_fidelity(result: dict[str, Any]) -> str:
 
     Args:
         result: ``{"strategy", "options", "model", "datasets": {name: report}}``, each report as
-            `tokenprune.fidelity.fidelity` returns it.
+            `tokenprune.tools.fidelity.fidelity` returns it.
 
     Returns:
         Plain text for the terminal (the same numbers ``--json`` writes).
     """
-    from ..cli import format_table
 
     rows = [["dataset", "samples", "KL (nats)", "max KL", "top-1 agree", "exact match", "FLOPs saved"]]
     for name, r in result["datasets"].items():
@@ -227,7 +214,6 @@ def render_fidelity(result: dict[str, Any]) -> str:
 
 # -- visualize --------------------------------------------------------------------------------
 def cmd_visualize(args: argparse.Namespace) -> int:
-    from ..cli import CliError, build_strategy
 
     options = dict(args.option or [])
     build_strategy(args.strategy, options)  # invalid options fail here, before the model loads
@@ -237,10 +223,10 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     if args.image:
         from PIL import Image
 
-        from .datasets import _to_tensor
+        from .datasets import image_tensor
 
         try:
-            image = _to_tensor(Image.open(args.image))
+            image = image_tensor(Image.open(args.image))
         except OSError as exc:
             raise CliError(f"Could not read the image {args.image}: {exc}.") from None
         question, truth = args.question, None
@@ -264,7 +250,7 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 def visualize_one(vqa, image: torch.Tensor, question: str, strategy: str, options: dict, path: str,
                   truth: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Answer dense and wrapped, draw the kept patches per stage to ``path``; returns answers and stages."""
-    from ..api import pruned
+    from ...api import pruned
     from ..visualize import draw_stages, kept_grids
     from .model import IMAGE_PX, PATCH_PX
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .api import pruned
+from ..api import pruned
 
 __all__ = ["fidelity", "compare_logits"]
 
