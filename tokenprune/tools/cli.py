@@ -178,6 +178,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     options = dict(args.option or [])
+    if args.modes:
+        return _bench_modes(args, options)
     try:
         result = bench.run(
             args.strategy, options, shape=args.shape, scale=args.scale, device=args.device, dtype=args.dtype,
@@ -207,6 +209,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
         except RuntimeError as exc:
             raise CliError(str(exc)) from None
         print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def _bench_modes(args: argparse.Namespace, options: dict) -> int:
+    """``tokenprune bench --modes``: TTFT, TPOT and end-to-end generate per engine mode (`bench_modes`)."""
+    import torch
+    from pydantic import ValidationError
+
+    from . import bench, bench_modes
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in bench_modes.MODES]
+    if unknown:
+        raise CliError(f"Unknown mode(s) {unknown}; --modes takes a comma-separated list of {', '.join(bench_modes.MODES)}.")
+    if args.new_tokens < 2:
+        raise CliError("--modes times decode steps: --new-tokens must be at least 2.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32"))
+    try:
+        result = bench_modes.run_modes(
+            shape=args.shape, scale=args.scale, strategy=args.strategy, options=options, modes=modes,
+            device=args.device, dtype=dtype, new_tokens=args.new_tokens, repeats=args.repeats, warmup=args.warmup,
+            images=args.images, progress=(lambda line: None) if args.quiet else bench.stderr_progress,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise CliError(validation_message(exc, args.strategy)) from None
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    else:
+        print(bench_modes.render(result))
+        if args.json:
+            write_json(args.json, result)
+            print(f"\nwrote {args.json}")
+    if args.plot:
+        print(f"wrote {bench_modes.plot(result, args.plot)}", file=sys.stderr if args.json == "-" else sys.stdout)
     return 0
 
 
@@ -317,6 +355,11 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument(
         "--length-scaling", action="store_true",
         help="also time the dense language model at each stage's length: the speedup the kernels allow",
+    )  # fmt: skip
+    bench.add_argument(
+        "--modes", metavar="LIST",
+        help="instead: time TTFT, TPOT and end-to-end generate in these engine modes, dense vs. wrapped "
+             "(comma-separated: eager, static, compiled; e.g. --modes eager,static,compiled)",
     )  # fmt: skip
     bench.add_argument("--quiet", action="store_true", help="no progress lines")
     bench.add_argument("--json", metavar="PATH", help="write every number to this JSON file ('-': print it instead)")
