@@ -43,6 +43,12 @@ SYNC_FREE = ["pyramiddrop", "fastv"]
 """Strategies whose scorer and reducer queue kernels only (their reducer declares ``exact_count``)."""
 
 
+COMPILE_LAYOUTS = pytest.mark.parametrize("layout", ["single", "left_padded"])
+COMPILE_CELLS = pytest.mark.parametrize(
+    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
+)
+
+
 @functools.cache
 def _model(family: str, dtype: torch.dtype):
     return tm.FAMILIES[family][0](attn="sdpa", dtype=dtype)
@@ -132,10 +138,8 @@ def test_a_user_static_cache_holds_fewer_tokens_in_reduced_layers(wrapped):
 
 
 # -- 2. compiled decode ------------------------------------------------------------------------
-@pytest.mark.parametrize("layout", ["single", "left_padded"])
-@pytest.mark.parametrize(
-    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
-)
+@COMPILE_LAYOUTS
+@COMPILE_CELLS
 def test_compiled_decode_has_no_graph_break_and_no_recompile(wrapped, layout):
     family, model = wrapped
     inputs = _inputs(model, family, layout)
@@ -159,10 +163,8 @@ def test_compiled_decode_has_no_graph_break_and_no_recompile(wrapped, layout):
 
 
 # -- 3. compiled prefill -----------------------------------------------------------------------
-@pytest.mark.parametrize("layout", ["single", "left_padded"])
-@pytest.mark.parametrize(
-    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
-)
+@COMPILE_LAYOUTS
+@COMPILE_CELLS
 def test_compiled_language_model_prefill_is_one_graph(wrapped, layout):
     family, model = wrapped
     inputs = _inputs(model, family, layout)
