@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..cost import VisionDims, tower_vision_dims
 from ..engine.placement import execution_device
 
 __all__ = ["Adapter", "DecoderStack", "PackedVision", "VisionTower", "pad_token_id"]
@@ -152,8 +153,21 @@ class Adapter(ABC):
     """Whether ``positions="compact"`` is defined (1-D RoPE only)."""
 
     def matches(self, model: object) -> bool:
-        """True when this adapter handles ``model`` (by ``config.model_type``)."""
-        return getattr(getattr(model, "config", None), "model_type", None) in self.model_types
+        """True when this adapter handles ``model`` (by ``config.model_type``, `handles_config`)."""
+        return self.handles_config(getattr(model, "config", None))
+
+    def handles_config(self, config: object) -> bool:
+        """True when this adapter handles models of ``config`` (its ``model_type`` is in `model_types`)."""
+        return getattr(config, "model_type", None) in self.model_types
+
+    def vision_dims(self, config: Any, text_hidden: int) -> VisionDims | None:
+        """The vision encoder and projector of a model of ``config``, for the cost model (`tokenprune.cost`).
+
+        The default reads a CLIP/SigLIP-style tower run once per crop with LLaVA's projector
+        (`tokenprune.cost.tower_vision_dims`); families with another vision side override this.
+        ``None``: not modelled (the costs then leave the vision side out).
+        """
+        return tower_vision_dims(config, text_hidden)
 
     def check(self, model: nn.Module) -> None:
         """Raise a clear error for a model of this family that the adapter cannot handle."""

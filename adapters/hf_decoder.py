@@ -70,8 +70,10 @@ class HFDecoderAdapter(Adapter):
         cos_q = cos.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
         sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        q = rope(q, q, cos_q, sin_q)[0]
-        k = rope(k, k, cos, sin)[1]
+        # The model's own rotary function rotates a (q, k) pair; the other half of each call is given zero
+        # heads (it broadcasts to an empty tensor), so each tensor is rotated once, not twice.
+        q = rope(q, q[:, :0], cos_q, sin_q)[0]
+        k = rope(k[:, :0], k, cos, sin)[1]
         k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention
         logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
         logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
@@ -88,7 +90,7 @@ class HFDecoderAdapter(Adapter):
             k = attn.k_norm(k)
         k = k.transpose(1, 2)
         cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
-        k = sys.modules[type(attn).__module__].apply_rotary_pos_emb(k, k, cos, sin)[1]
+        k = sys.modules[type(attn).__module__].apply_rotary_pos_emb(k[:, :0], k, cos, sin)[1]  # k rotated once
         heads = attn.q_proj.out_features // attn.head_dim
         k = k.repeat_interleave(heads // k.shape[1], dim=1)  # grouped-query attention
         return k.transpose(1, 2).reshape(batch, n, -1)

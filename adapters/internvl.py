@@ -7,8 +7,11 @@ have another layout (InternLM2 fused ``wqkv``, RoPE inside attention) and get a 
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
+from ..cost import VisionDims, tower_vision_dims
 from ..errors import UnsupportedModelError
 from ..hookspecs import RegisterAdapter, hookimpl
 from .base import VisionTower, pad_token_id
@@ -24,10 +27,20 @@ class InternVLAdapter(HFDecoderAdapter):
     model_types = ("internvl",)
     visual_token_attrs = ("image_token_id",)
 
-    def matches(self, model: object) -> bool:
+    def handles_config(self, config: object) -> bool:
         # Also claim remote-code InternVL, so that `check` can point its users to the -hf checkpoint.
-        kind = getattr(getattr(model, "config", None), "model_type", None)
-        return super().matches(model) or kind == "internvl_chat"
+        return super().handles_config(config) or getattr(config, "model_type", None) == "internvl_chat"
+
+    def vision_dims(self, config: Any, text_hidden: int) -> VisionDims | None:
+        """InternViT tiles; the pixel shuffle merges ``1 / downsample_ratio^2`` patches into one LLM token
+        before the projector (LayerNorm-free two-layer MLP on the merged width)."""
+        vision = getattr(config, "vision_config", None)
+        hidden = getattr(vision, "hidden_size", None)
+        if hidden is None:
+            return None
+        merge = round(1 / float(getattr(config, "downsample_ratio", 0.5)) ** 2)
+        projector = ((int(hidden) * merge, text_hidden), (text_hidden, text_hidden))
+        return tower_vision_dims(config, text_hidden, patches_per_visual_token=merge, projector=projector)
 
     def check(self, model: nn.Module) -> None:
         if model.config.model_type == "internvl_chat":

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..cost import VisionDims
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import RegisterAdapter, hookimpl
 from .base import PackedVision, VisionTower, pad_token_id
@@ -144,6 +145,24 @@ class QwenVLAdapter(HFDecoderAdapter):
         if deepstack:
             return deepstack, f"its first {deepstack} layers receive deepstack visual features at full length"
         return super().min_reduction_layer(model)
+
+    def vision_dims(self, config: Any, text_hidden: int) -> VisionDims | None:
+        """One packed sequence per image (no crops, no [CLS]); the patch merger joins
+        ``spatial_merge_size^2`` patches into one LLM token through a two-layer MLP."""
+        vision = getattr(config, "vision_config", None)
+        depth = getattr(vision, "depth", None)
+        embed = getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None)
+        if depth is None or embed is None:
+            return super().vision_dims(config, text_hidden)
+        mlp = getattr(vision, "intermediate_size", None) or int(embed * getattr(vision, "mlp_ratio", 4))
+        merge = int(getattr(vision, "spatial_merge_size", 2)) ** 2
+        merged = int(embed) * merge
+        return VisionDims(
+            num_layers=int(depth), hidden_size=int(embed), intermediate_size=int(mlp),
+            num_heads=int(getattr(vision, "num_heads", 16)), visual_tokens_per_crop=None,
+            patches_per_visual_token=merge, extra_tokens=0,
+            projector=((merged, merged), (merged, text_hidden)),
+        )  # fmt: skip
 
     def vision_tower(self, model: nn.Module) -> VisionTower:
         """Qwen2-VL / Qwen2.5-VL: per-image token counts, selection after the patch merger.

@@ -22,7 +22,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from tokenprune.cli import main
+from tokenprune.tools.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,7 +39,7 @@ if __name__ == "__main__":
     if code == 0:
         import json
 
-        from tokenprune.vqa.evaluate import markdown_table, summary_table
+        from tokenprune.tools.vqa.evaluate import markdown_table, summary_table
 
         shutil.copyfile(png_path, ROOT / "docs" / "results" / "accuracy-vs-flops.png")
         result = json.loads(json_path.read_text())

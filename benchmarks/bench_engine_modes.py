@@ -1,7 +1,7 @@
 """TTFT, TPOT and end-to-end generate, dense vs. wrapped, in the eager, static-cache and compiled modes.
 
 Writes ``benchmarks/results/<name>.json`` and ``.png`` (``<name>``: ``--name`` or
-``modes-<shape>-<device>-<threads>t``) and prints the table. See `tokenprune.bench_modes`.
+``modes-<shape>-<device>-<threads>t``) and prints the table. See `tokenprune.tools.bench_modes`.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_engine_modes.py --scale 32            # the CPU proxy
     python benchmarks/bench_engine_modes.py --device cuda --dtype bfloat16 --new-tokens 64 \
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tokenprune.bench_modes import MODES, plot, render, run_modes
+from tokenprune.tools.bench_modes import MODES, plot, render, run_modes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

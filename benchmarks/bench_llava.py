@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tokenprune.cli import main
+from tokenprune.tools.cli import main
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

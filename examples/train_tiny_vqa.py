@@ -5,7 +5,7 @@ tokens, MLP projector, 6-layer Llama text stack) is trained in two stages:
 
 1. **Tower pretraining** (``--pretrain-steps``): the vision tower alone, with linear shape and colour
    heads on its projector-input features (per image for easy-VQA, per grid cell for Grid-Shapes;
-   labels from the training data, `tokenprune.vqa.attributes`). LLaVA starts from a pretrained
+   labels from the training data, `tokenprune.tools.vqa.attributes`). LLaVA starts from a pretrained
    CLIP; trained only through the answer loss, this tower learned colour but never shape.
 2. **VQA** (``--steps``): everything, on easy-VQA and Grid-Shapes together. Each step takes half its
    images from each training split, each image with up to ``--turns`` of its questions as one
@@ -35,9 +35,9 @@ from pathlib import Path
 
 import torch
 
-from tokenprune.vqa import attributes
-from tokenprune.vqa.datasets import load_split
-from tokenprune.vqa.model import TinyVQA, build_config, build_tokenizer, pixel_values, vocabulary
+from tokenprune.tools.vqa import attributes
+from tokenprune.tools.vqa.datasets import load_split
+from tokenprune.tools.vqa.model import TinyVQA, build_config, build_tokenizer, pixel_values, vocabulary
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
                         "itself, exactly the single-question inference prompt)")
     p.add_argument("--balanced-yes-no", type=int, default=4, metavar="K",
                    help="extra yes/no questions per easy-VQA image and step, half true and half false "
-                        "(tokenprune.vqa.attributes.balanced_yes_no); 0: the dataset's questions only")
+                        "(tokenprune.tools.vqa.attributes.balanced_yes_no); 0: the dataset's questions only")
     p.add_argument("--device", default="cpu")
     return p.parse_args()
 
@@ -95,7 +95,7 @@ class AttributeHeads:
 
     easy-VQA images (one shape each) are read from the mean of all patch features; Grid-Shapes
     images cell by cell, from the mean of the patches whose centres lie in the cell. The heads
-    give the from-scratch tower a direct shape signal (see `tokenprune.vqa.attributes`).
+    give the from-scratch tower a direct shape signal (see `tokenprune.tools.vqa.attributes`).
     """
 
     def __init__(self, model, tokenizer, train, device: str):

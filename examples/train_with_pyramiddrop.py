@@ -11,6 +11,13 @@ model, and both loss curves.
     OMP_NUM_THREADS=1 python examples/train_with_pyramiddrop.py --threads 1      # CPU, about a minute
     python examples/train_with_pyramiddrop.py --device cuda --dtype bfloat16 \\
         --hidden 2048 --layers 16 --image-side 24 --batch 8 --steps 30            # one GPU
+    OMP_NUM_THREADS=1 torchrun --standalone --nproc_per_node 2 \\
+        examples/train_with_pyramiddrop.py --threads 1                           # DDP, 2 CPU processes
+
+Under torchrun (``WORLD_SIZE`` > 1) both models are wrapped in `DistributedDataParallel` after the
+PyramidDrop wrap (gloo on the CPU, nccl on GPUs: ``--device cuda`` uses ``cuda:LOCAL_RANK``), every
+process draws its own samples, and the report (written by rank 0) gives every rank's median step time;
+``--batch`` is per process.
 
 Swap the loop for `transformers.Trainer` as in docs/integrations.md; the wrap is the same.
 """
@@ -20,10 +27,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import time
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
 import tokenprune
@@ -50,9 +60,9 @@ def build_model(args: argparse.Namespace) -> LlavaForConditionalGeneration:
     return LlavaForConditionalGeneration(config).to(device=args.device, dtype=getattr(torch, args.dtype))
 
 
-def make_batches(args: argparse.Namespace, model) -> list[dict]:
+def make_batches(args: argparse.Namespace, model, rank: int = 0) -> list[dict]:
     """``--samples`` fixed samples: instruction text, image, more text, then a supervised answer."""
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed + 1000 * rank)  # each process its own samples
     n_image = args.image_side**2
     size = model.config.vision_config.image_size
     samples = []
@@ -112,6 +122,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = 0
+    owns_group = world > 1 and not dist.is_initialized()  # a caller may have set up the process group
+    if world > 1:
+        if args.device.startswith("cuda"):
+            args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+            torch.cuda.set_device(args.device)
+        if owns_group:
+            dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+        rank = dist.get_rank()
 
     dense = build_model(args)
     pruned = tokenprune.wrap(copy.deepcopy(dense), "pyramiddrop")  # 4 stages, λ = 0.5 (paper recipe)
@@ -120,8 +140,10 @@ def main(argv: list[str] | None = None) -> dict:
         model.train()
         if args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
+    batches = make_batches(args, dense, rank)
+    if world > 1:  # wrap first, then DDP (the vision tower's last layer is unused by LLaVA: find them)
+        models = {name: DistributedDataParallel(m, find_unused_parameters=True) for name, m in models.items()}
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=args.lr) for name, m in models.items()}
-    batches = make_batches(args, dense)
 
     times: dict[str, list[float]] = {name: [] for name in models}
     losses: dict[str, list[float]] = {name: [] for name in models}
@@ -136,19 +158,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     stats = pruned.tokenprune.stats
     median = {name: statistics.median(t) for name, t in times.items()}
+    per_rank = [median]
+    if world > 1:
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, median)
+        if owns_group:
+            dist.destroy_process_group()
     report = {
         "model": {"hidden": args.hidden, "layers": args.layers, "visual_tokens": args.image_side**2,
                   "sequence": batches[0]["input_ids"].shape[1], "batch": args.batch, "device": args.device,
                   "dtype": args.dtype, "threads": torch.get_num_threads(),
-                  "gradient_checkpointing": args.gradient_checkpointing},
+                  "gradient_checkpointing": args.gradient_checkpointing, "processes": world},
         "schedule": {"layers": list(pruned.tokenprune.layers),
                      "visual_tokens_per_layer": [row[0] for row in stats.visual_tokens]},
         "median_step_s": median,
+        "median_step_s_per_rank": per_rank,
         "step_time_reduction": 1 - median["pyramiddrop"] / median["dense"],
         "flops_ideal_reduction": stats.flops_saved,
         "loss_first_last": {name: [l[0], l[-1]] for name, l in losses.items()},
         "steps_measured": args.steps,
     }
+    if rank != 0:
+        return report
     print(json.dumps(report, indent=1))
     print(f"\nstep time: dense {median['dense'] * 1e3:.0f} ms, PyramidDrop {median['pyramiddrop'] * 1e3:.0f} ms "
           f"-> {report['step_time_reduction']:.1%} less (FLOPs-ideal for the decoder's visual tokens: "

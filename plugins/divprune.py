@@ -19,9 +19,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from ..components import MaxMinDiversityDrop, NullScorer
-from ..composite import ProjectorSelection, VisionLanguageStrategy
+from ..vision_language import ProjectorSelection, VisionLanguageStrategy
 from ..hookspecs import RegisterStrategy, hookimpl
-from .projector_budget import ProjectorBudgetConfig
+from ..components.projector import ProjectorBudgetConfig
 
 __all__ = ["DivPruneConfig", "build"]
 

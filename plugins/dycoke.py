@@ -23,7 +23,7 @@ from pydantic import Field
 from ..components.null import NullScorer
 from ..components.temporal import TemporalSelection
 from ..components.window_redundancy import WindowRedundancyDrop
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 

@@ -20,7 +20,7 @@ from pydantic import Field
 from ..components.null import NullScorer
 from ..components.static_patches import StaticPatchDrop
 from ..components.temporal import TemporalSelection
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 

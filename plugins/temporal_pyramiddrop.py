@@ -20,7 +20,7 @@ from ..components.null import NullScorer
 from ..components.static_patches import StaticPatchDrop
 from ..components.temporal import TemporalReducer, TemporalSelection
 from ..components.window_redundancy import WindowRedundancyDrop
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..hookspecs import RegisterStrategy, hookimpl
 from .pyramiddrop import PyramidDropConfig
 from .pyramiddrop import build as build_pyramiddrop

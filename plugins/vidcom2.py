@@ -19,7 +19,7 @@ from pydantic import Field
 from ..components.frame_uniqueness import FrameUniquenessDrop
 from ..components.null import NullScorer
 from ..components.temporal import TemporalSelection
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..config import StrategyConfig
 from ..hookspecs import RegisterStrategy, hookimpl
 

@@ -26,11 +26,11 @@ from pydantic import Field
 from torch import Tensor
 
 from ..components import ContextualMerge, QueryAttentionScorer, ReceivedAttentionScorer
-from ..composite import ProjectorSelection, VisionLanguageStrategy
+from ..vision_language import ProjectorSelection, VisionLanguageStrategy
 from ..encoder.context import EncoderContext
 from ..hookspecs import RegisterStrategy, hookimpl
 from ..interfaces import Scorer, ScoreContext
-from .projector_budget import ProjectorBudgetConfig
+from ..components.projector import ProjectorBudgetConfig
 
 __all__ = ["VisionZipConfig", "ClassOrReceivedAttentionScorer", "build"]
 

@@ -1,4 +1,4 @@
-"""Independent references for the exactness contract (DESIGN.md §5).
+"""Independent references for the exactness contract (docs/concepts.md, "The exactness contract").
 
 Nothing here uses the engine's own bookkeeping: a reference run is the *unwrapped* model, full
 length, in which the tokens a stage removed are only masked out as keys (same positions). If the

@@ -9,8 +9,8 @@ import json
 import pytest
 import torch
 
-from tokenprune import bench
-from tokenprune.cli import main
+from tokenprune.tools import bench
+from tokenprune.tools.cli import main
 from tokenprune.cost import ModelDims, estimate
 from tokenprune.registry import get_registry
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tokenprune.bench_modes import generate_kwargs, plot, render, run_modes
+from tokenprune.tools.bench_modes import generate_kwargs, plot, render, run_modes
 
 
 def test_run_modes_reports_ttft_tpot_e2e_per_mode(tmp_path):
@@ -35,3 +35,15 @@ def test_generate_kwargs_of_each_mode():
     assert generate_kwargs("compiled", "cuda")["compile_config"].mode == "reduce-overhead"
     with pytest.raises(ValueError, match="Unknown mode 'fast'"):
         generate_kwargs("fast", "cpu")
+
+
+def test_cli_bench_modes_writes_json(tmp_path, capsys):
+    from tokenprune.tools.cli import main
+
+    out = tmp_path / "modes.json"
+    assert main(["bench", "--shape", "tiny", "--modes", "eager", "--repeats", "1", "--new-tokens", "2",
+                 "--warmup", "0", "--quiet", "--json", str(out)]) == 0  # fmt: skip
+    assert "eager" in capsys.readouterr().out
+    assert set(json.loads(out.read_text())["modes"]) == {"eager"}
+    assert main(["bench", "--modes", "eager,fast"]) == 2
+    assert "Unknown mode(s) ['fast']" in capsys.readouterr().err

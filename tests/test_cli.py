@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import tokenprune
-from tokenprune.cli import main, parse_option
+from tokenprune.tools.arguments import parse_option
+from tokenprune.tools.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +135,7 @@ def test_a_closed_pipe_stops_the_output_quietly():
     import sys
 
     # ~100 listings overflow the pipe buffer, so the writer is still writing when the reader leaves.
-    code = "import sys; from tokenprune.cli import main; sys.exit(max(main(['list']) for _ in range(100)))"
+    code = "import sys; from tokenprune.tools.cli import main; sys.exit(max(main(['list']) for _ in range(100)))"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()  # the reader leaves after one line, as `head -1` does
@@ -152,3 +153,16 @@ def test_encoder_side_strategies_are_refused_by_the_llm_cost_commands(command, c
     err = capsys.readouterr().err
     assert "'visionzip' reduces tokens in the vision encoder or at the projector" in err
     assert "LLM-side strategy" in err
+
+
+def test_python_dash_m_tokenprune_runs_the_command():
+    """``python -m tokenprune`` is the console script, for environments without it on PATH."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tokenprune", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"tokenprune {tokenprune.__version__} (tokenprune-vlm)"
+    done = subprocess.run([sys.executable, "-m", "tokenprune", "flops", "--strategy", "nope"], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "nope" in done.stderr  # the usage-error exit status reaches the shell

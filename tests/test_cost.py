@@ -182,3 +182,53 @@ def test_explicit_dims_are_validated():
         estimate(dims)
     with pytest.raises(ValueError, match="schedule is for"):
         estimate(dims, plan(PRESETS["llava-1.5-7b"], 576))
+
+
+def test_vision_dims_come_from_the_family_adapter():
+    """Qwen2-VL's packed tower and InternVL's pixel shuffle are read by their adapters, not by the cost model."""
+    import tiny_models as tm
+    import tiny_models_qwen_internvl as tq
+
+    from tokenprune.cost import VisionDims
+
+    qwen = ModelDims.from_config(tq.qwen2_vl_config()).vision  # tower 32 wide, 2x2 merge, text 64 wide
+    assert qwen == VisionDims(num_layers=2, hidden_size=32, intermediate_size=64, num_heads=2, visual_tokens_per_crop=None,
+                              patches_per_visual_token=4, extra_tokens=0, projector=((128, 128), (128, 64)))  # fmt: skip
+    internvl = ModelDims.from_config(tq.internvl_config()).vision  # 16 of 64 patches per tile after the shuffle
+    assert internvl == VisionDims(num_layers=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                                  visual_tokens_per_crop=16, patches_per_visual_token=4, extra_tokens=1,
+                                  projector=((128, 64), (64, 64)))  # fmt: skip
+    llava = ModelDims.from_config(tm.llava_config()).vision
+    assert (llava.visual_tokens_per_crop, llava.patches_per_visual_token, llava.projector) == (16, 1, ((32, 64), (64, 64)))
+    registry = get_registry()
+    assert registry.adapter_for_config(tq.qwen2_vl_config()).name == "qwen_vl"
+    assert registry.adapter_for_config(tm.llava_config()).name == "llava"
+
+
+def test_a_config_no_adapter_handles_is_read_as_a_clip_style_tower():
+    import tiny_models as tm
+
+    config = tm.llava_config()
+    config.model_type = "someone_elses_vlm"  # no adapter handles it: the generic [CLS]-tower reading applies
+    assert get_registry().adapter_for_config(config) is None
+    assert ModelDims.from_config(config).vision == ModelDims.from_config(tm.llava_config()).vision
+
+
+def test_no_core_module_names_a_model_type():
+    """Model knowledge lives in adapters/: no other tokenprune module spells a registered ``model_type``."""
+    import ast
+    from pathlib import Path
+
+    import tokenprune
+
+    model_types = {t for spec in get_registry().adapters.values() for t in spec.adapter.model_types}
+    model_types |= {"internvl_chat"}
+    root = Path(tokenprune.__file__).resolve().parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "adapters" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in model_types:
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} {node.value!r}")
+    assert not offenders, f"model_type strings outside adapters/: {offenders}"

@@ -109,7 +109,7 @@ def test_cli_page_documents_every_option():
 
     from test_docs import DOCS
 
-    from tokenprune.cli import build_parser
+    from tokenprune.tools.cli import build_parser
 
     page = (DOCS / "cli.md").read_text(encoding="utf-8")
     missing = []

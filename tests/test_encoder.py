@@ -19,7 +19,6 @@ import tokenprune
 from tokenprune import Strategy
 from tokenprune.components import (
     BipartiteMerge,
-    ConstantRateScheduler,
     QueryAttentionScorer,
     ReceivedAttentionScorer,
     SimilarityMerge,
@@ -30,6 +29,8 @@ from tokenprune.errors import UnsupportedFeatureError
 from tokenprune.registry import get_registry
 
 ADAPTERS = list(FACTORIES)
+TOME = "tome"
+"""The registered strategy these cells run by name (test_exactness_coverage.py reads it: its exactness row)."""
 BOUNDARIES, RATIOS = [1, 3], [0.5, 0.25]
 
 
@@ -226,10 +227,11 @@ def test_proportional_attention_changes_later_blocks():
 
 @pytest.mark.parametrize("factory", [make_timm, make_open_clip])
 def test_tome_schedule_on_classifier_and_image_encoder_batched(factory):
-    """A timm classifier and an open_clip image encoder run wrapped (batch 4) with ToMe-style merging."""
+    """A timm classifier and an open_clip image encoder run wrapped (batch 4) with the registered ToMe strategy:
+    every sample of the batch equals the sample run alone."""
     case = factory()
     x = pixels(batch=4)
-    with tokenprune.pruned(case.module, Strategy(ConstantRateScheduler(8), QueryAttentionScorer(), BipartiteMerge())) as handle:
+    with tokenprune.pruned(case.module, TOME, r=8) as handle:
         out = case.run(x)
         assert handle.stats.sequence_lengths == [65, 57, 49, 41]
         assert handle.stats.flops_saved > 0
@@ -241,7 +243,7 @@ def test_tome_schedule_on_classifier_and_image_encoder_batched(factory):
 def test_registered_tome_strategy_and_training_gradients():
     case = make_timm(dtype=torch.float32)
     model = case.module.train()
-    tokenprune.wrap(model, "tome", r=8)
+    tokenprune.wrap(model, TOME, r=8)
     try:
         loss = model(pixels(batch=2, dtype=torch.float32)).logsumexp(-1).mean()
         loss.backward()

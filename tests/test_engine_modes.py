@@ -43,6 +43,12 @@ SYNC_FREE = ["pyramiddrop", "fastv"]
 """Strategies whose scorer and reducer queue kernels only (their reducer declares ``exact_count``)."""
 
 
+COMPILE_LAYOUTS = pytest.mark.parametrize("layout", ["single", "left_padded"])
+COMPILE_CELLS = pytest.mark.parametrize(
+    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
+)
+
+
 @functools.cache
 def _model(family: str, dtype: torch.dtype):
     return tm.FAMILIES[family][0](attn="sdpa", dtype=dtype)
@@ -112,8 +118,18 @@ def test_a_user_static_cache_holds_fewer_tokens_in_reduced_layers(wrapped):
     assert torch.equal(ids, static_ids)
     assert _max_diff(steps, static_steps) <= SDPA64
     held = [int(layer.cumulative_length) for layer in cache.layers]
-    expected = [width + NEW_TOKENS - 1 for width in model.tokenprune.stats.sequence_lengths]
+    widths = model.tokenprune.stats.sequence_lengths
+    expected = [width + NEW_TOKENS - 1 for width in widths]
     assert held == expected and held[-1] < held[0]  # each reduced layer wrote at its own offset
+    # ... into buffers sized to what it can ever hold: the static cache saves memory like the dynamic one
+    capacity = cache.layers[0].keys.shape[2]
+    assert [layer.keys.shape[2] for layer in cache.layers] == [w + capacity - length for w in widths]
+    # A text-only prompt on the same (reset) cache gets full-size layers back.
+    cache.reset()
+    text = {"input_ids": inputs["input_ids"][:, :3], "attention_mask": inputs["attention_mask"][:, :3]}
+    text_ids = model.generate(**text, max_new_tokens=NEW_TOKENS, do_sample=False, cache=cache)
+    assert torch.equal(text_ids, model.generate(**text, max_new_tokens=NEW_TOKENS, do_sample=False))
+    assert all(layer.keys.shape[2] == capacity for layer in cache.layers if layer.is_initialized)
     # The same cache object serves a new prompt once reset (generate does not reset a cache it is given);
     # the engine finds it empty and drops the previous prompt's record.
     cache.reset()
@@ -122,10 +138,8 @@ def test_a_user_static_cache_holds_fewer_tokens_in_reduced_layers(wrapped):
 
 
 # -- 2. compiled decode ------------------------------------------------------------------------
-@pytest.mark.parametrize("layout", ["single", "left_padded"])
-@pytest.mark.parametrize(
-    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
-)
+@COMPILE_LAYOUTS
+@COMPILE_CELLS
 def test_compiled_decode_has_no_graph_break_and_no_recompile(wrapped, layout):
     family, model = wrapped
     inputs = _inputs(model, family, layout)
@@ -149,10 +163,8 @@ def test_compiled_decode_has_no_graph_break_and_no_recompile(wrapped, layout):
 
 
 # -- 3. compiled prefill -----------------------------------------------------------------------
-@pytest.mark.parametrize("layout", ["single", "left_padded"])
-@pytest.mark.parametrize(
-    "wrapped", [pytest.param((f, torch.float32, "pyramiddrop"), id=f) for f in COMPILE_FAMILIES], indirect=True
-)
+@COMPILE_LAYOUTS
+@COMPILE_CELLS
 def test_compiled_language_model_prefill_is_one_graph(wrapped, layout):
     family, model = wrapped
     inputs = _inputs(model, family, layout)

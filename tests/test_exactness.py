@@ -1,4 +1,4 @@
-"""The exactness contract (DESIGN.md §5) for every LLaVA-family adapter × attention backend × layout.
+"""The exactness contract (docs/concepts.md) for every LLaVA-family adapter × attention backend × layout.
 
 Cells: families {llava, llava_next, llava_onevision} × {sdpa in float64, eager in float32} ×
 layouts {single, left_padded, right_padded, mixed (1/2/0 images)}. Eager runs in float32 because
@@ -35,6 +35,8 @@ from exactness import (
 from tokenprune import Strategy
 from tokenprune.components import QueryAttentionScorer, StageScheduler, TopKDrop
 
+STRATEGY = "pyramiddrop"
+"""The strategy this full matrix runs (test_exactness_coverage.py reads it: its exactness row)."""
 FAMILIES = list(tm.FAMILIES)
 BACKENDS = {"sdpa": (torch.float64, 1e-10), "eager": (torch.float32, 2e-4)}
 LAYOUTS = ["single", "left_padded", "right_padded", "mixed"]
@@ -96,7 +98,7 @@ def test_keep_all_is_bitwise_identity(case):
     model, inputs, _, cell = case
     ref_logits = model(**inputs).logits
     ref_ids, ref_steps = generate(model, inputs)
-    tokenprune.wrap(model, "pyramiddrop", ratio=1.0)
+    tokenprune.wrap(model, STRATEGY, ratio=1.0)
     logits = model(**inputs).logits
     record("identity (keep-all)", cell, max_diff(logits, ref_logits))
     assert torch.equal(logits, ref_logits)
@@ -110,7 +112,7 @@ def test_unwrap_after_pruned_run_is_bitwise_identity(case):
     model, inputs, _, cell = case
     ref_logits = model(**inputs).logits
     ref_ids, _ = generate(model, inputs)
-    tokenprune.wrap(model, "pyramiddrop")
+    tokenprune.wrap(model, STRATEGY)
     pruned_logits = model(**inputs).logits
     generate(model, inputs)
     tokenprune.unwrap(model)
@@ -145,9 +147,9 @@ def test_cached_decode_equals_uncached_replay(case, positions):
     model, inputs, tol, cell = case
     if positions == "compact" and not tokenprune.get_registry().adapter_for(model).supports_compact_positions:
         with pytest.raises(tokenprune.UnsupportedFeatureError, match="compact"):
-            tokenprune.wrap(model, "pyramiddrop", positions=positions)
+            tokenprune.wrap(model, STRATEGY, positions=positions)
         return
-    tokenprune.wrap(model, "pyramiddrop", positions=positions)
+    tokenprune.wrap(model, STRATEGY, positions=positions)
     ids, steps = generate(model, inputs)
     selection = model.tokenprune.selection()
     assert len(selection) == 4, "the default schedule should have reduced at layers 2, 4 and 6"
@@ -174,7 +176,7 @@ def test_cached_decode_equals_uncached_replay(case, positions):
 @pytest.mark.parametrize("case", cells(["left_padded", "mixed"]), indirect=True)
 def test_batch_invariance(case):
     model, inputs, tol, cell = case
-    tokenprune.wrap(model, "pyramiddrop")
+    tokenprune.wrap(model, STRATEGY)
     batch_logits = model(**inputs).logits
     batch_kept = model.tokenprune.kept_positions()
     batch_last = last_positions(inputs["attention_mask"])
@@ -226,7 +228,7 @@ def masked_reference_gaps(model, inputs, wrap) -> tuple[float, float]:
 @pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
 def test_dropping_equals_masked_reference(case):
     model, inputs, tol, cell = case
-    gap, plain = masked_reference_gaps(model, inputs, lambda m: tokenprune.wrap(m, "pyramiddrop"))
+    gap, plain = masked_reference_gaps(model, inputs, lambda m: tokenprune.wrap(m, STRATEGY))
     assert record("masked reference", cell, gap) <= tol
     assert plain > 1e3 * tol  # negative control: the check has teeth
 
@@ -271,7 +273,7 @@ def check_training_against_masked_reference(model, inputs, wrap, tol: float, cel
 @pytest.mark.parametrize("case", cells(LAYOUTS), indirect=True)
 def test_training_matches_masked_reference(case):
     model, inputs, tol, cell = case
-    stages = check_training_against_masked_reference(model, inputs, lambda m: tokenprune.wrap(m, "pyramiddrop"), tol, cell)
+    stages = check_training_against_masked_reference(model, inputs, lambda m: tokenprune.wrap(m, STRATEGY), tol, cell)
     assert stages == 4
 
 
@@ -280,7 +282,7 @@ def test_gradient_checkpointing_is_identical(case):
     model, inputs, tol, cell = case
     inputs = tm.add_labels(inputs)
     model.train()
-    tokenprune.wrap(model, "pyramiddrop")
+    tokenprune.wrap(model, STRATEGY)
     loss, grads = _loss_and_grads(model, inputs)
     for reentrant in (True, False):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": reentrant})
@@ -359,9 +361,9 @@ def test_forward_without_position_ids(family):
     inputs = tm.FAMILIES[family][1](model, layout="right_padded")
     inputs.pop("position_ids", None)
     reference = model(**inputs).logits
-    with tokenprune.pruned(model, "pyramiddrop", ratio=1.0):
+    with tokenprune.pruned(model, STRATEGY, ratio=1.0):
         assert torch.equal(model(**inputs).logits, reference)
-    with tokenprune.pruned(model, "pyramiddrop") as handle:
+    with tokenprune.pruned(model, STRATEGY) as handle:
         logits = model(**inputs).logits
         assert handle.stats.visual_tokens[-1] == [v // 8 for v in handle.stats.num_visual]
     assert torch.isfinite(logits).all()

@@ -1,4 +1,4 @@
-"""The exactness contract (DESIGN.md §5) for every LLM-side strategy of the zoo, on LLaVA and Qwen2-VL.
+"""The exactness contract (docs/concepts.md) for every LLM-side strategy of the zoo, on LLaVA and Qwen2-VL.
 
 A reduced set of cells (sdpa in float64, the "mixed" layout: left padding, 1/2/0 images incl. a
 text-only row) keeps the suite fast; the full

@@ -19,7 +19,7 @@ import torch
 import tokenprune
 from test_exactness import _model
 import tiny_models as tm
-from tokenprune.cli import main
+from tokenprune.tools.cli import main
 from tokenprune.registry import reset_registry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tokenprune-hiddennorm"

@@ -1,4 +1,4 @@
-"""`tokenprune.fidelity` and `tokenprune.visualize` on a tiny random model of every supported family.
+"""`tokenprune.tools.fidelity` and `tokenprune.tools.visualize` on a tiny random model of every supported family.
 
 Fidelity must be exact (KL 0, full agreement) for a keep-everything schedule and must see a
 difference when most tokens go; the kept-patch grids must match the handle's own selection.
@@ -11,8 +11,8 @@ import torch
 
 import tiny_models as tm
 from tokenprune import pruned
-from tokenprune.fidelity import compare_logits, fidelity
-from tokenprune.visualize import draw_stages, kept_grids
+from tokenprune.tools.fidelity import compare_logits, fidelity
+from tokenprune.tools.visualize import draw_stages, kept_grids
 
 
 def _model_and_inputs(family: str):

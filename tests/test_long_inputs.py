@@ -1,6 +1,6 @@
 """Long and odd inputs on tiny models (float64, SDPA): nothing crashes, counts follow the plan, and
 the pruned run equals the masked reference (the unwrapped full-length model with the removed tokens
-masked out as keys, DESIGN.md §5.4).
+masked out as keys, docs/concepts.md, "The exactness contract", item 4).
 
 * a ~4k-token prompt (4000 text tokens + one image);
 * one visual token per image (a LLaVA whose vision tower sees a single patch), where int()

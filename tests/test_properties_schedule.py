@@ -269,7 +269,7 @@ def test_json_round_trip_of_the_full_dump_gives_the_same_plan(case, num_visual):
     loaded = PyramidDropConfig.model_validate_json(config.model_dump_json())
     assert loaded == config
     assert plan(loaded, num_layers, num_visual) == plan(config, num_layers, num_visual)
-    # The python-dict dump (what tokenprune.demo records) loads back too.
+    # The python-dict dump (what tokenprune.tools.demo records) loads back too.
     again = PyramidDropConfig(**config.model_dump())
     assert again == config and plan(again, num_layers, num_visual) == plan(config, num_layers, num_visual)
 

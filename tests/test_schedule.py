@@ -18,7 +18,7 @@ from pydantic import ValidationError
 import tiny_models as tm
 import tokenprune
 from tokenprune.components import StageScheduler
-from tokenprune.components.reducers import top_k_mask
+from tokenprune.components.top_k import top_k_mask
 from tokenprune.engine.layout import select_slots
 from tokenprune.errors import ScheduleError
 from tokenprune.plugins.pyramiddrop import PyramidDropConfig, build

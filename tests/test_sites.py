@@ -16,7 +16,8 @@ import tiny_models as tm
 import tokenprune
 from encoder_models import make_timm, pixels
 from test_encoder_vlm import _llava
-from tokenprune.cli import CliError, flops_report
+from tokenprune.tools.arguments import CliError
+from tokenprune.tools.cli import flops_report
 from tokenprune.components import (
     BipartiteMerge,
     ConstantRateScheduler,
@@ -27,7 +28,7 @@ from tokenprune.components import (
     TextRaterScorer,
     TopKDrop,
 )
-from tokenprune.composite import runs_in_llm_only
+from tokenprune.vision_language import runs_in_llm_only
 
 
 def test_every_registered_component_declares_known_sites():
@@ -71,7 +72,7 @@ def test_flops_and_bench_refuse_strategies_that_do_not_act_in_the_llm():
     assert not runs_in_llm_only(tokenprune.get_registry().build("divprune"))
     with pytest.raises(CliError, match="'tome' reduces tokens in the vision encoder or at the projector, not in the LLM"):
         flops_report("llava-1.5-7b", "tome", {"r": 4})
-    from tokenprune.bench import run as run_benchmark
+    from tokenprune.tools.bench import run as run_benchmark
 
     with pytest.raises(tokenprune.UnsupportedFeatureError, match="not in the LLM"):
         run_benchmark(strategy="tome", options={"r": 4})

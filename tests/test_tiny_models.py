@@ -30,7 +30,7 @@ def inputs_for(model, family: str, layout: str) -> dict:
 def cell_dtype(attn: str, inputs: dict) -> torch.dtype:
     """float64, except eager with left padding: HF's eager softmax runs in fp32, where the float64
     mask minimum becomes -inf, so all-masked padding rows give NaN that spreads to every position
-    through the value product. float32 keeps the mask minimum finite (the DESIGN.md §5 workaround)."""
+    through the value product. float32 keeps the mask minimum finite (docs/concepts.md, "The exactness contract")."""
     left_padded = bool((inputs["attention_mask"][:, 0] == 0).any())
     return torch.float32 if attn == "eager" and left_padded else torch.float64
 

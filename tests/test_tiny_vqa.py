@@ -13,10 +13,10 @@ import json
 import pytest
 import torch
 
-from tokenprune.cli import main
-from tokenprune.vqa.datasets import load_split
-from tokenprune.vqa.evaluate import budget_option, evaluate_split, summary_table
-from tokenprune.vqa.model import ASSET_DIR, NUM_PATCHES, load_tiny_vqa
+from tokenprune.tools.cli import main
+from tokenprune.tools.vqa.datasets import load_split
+from tokenprune.tools.vqa.evaluate import budget_option, evaluate_split, summary_table
+from tokenprune.tools.vqa.model import ASSET_DIR, NUM_PATCHES, load_tiny_vqa
 
 pytest.importorskip("easy_vqa")
 pytest.importorskip("matplotlib")

@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("easy_vqa")
 
-from tokenprune.vqa import attributes, grid_shapes  # noqa: E402
-from tokenprune.vqa.datasets import grid_scenes, load_split  # noqa: E402
+from tokenprune.tools.vqa import attributes, grid_shapes  # noqa: E402
+from tokenprune.tools.vqa.datasets import grid_scenes, load_split  # noqa: E402
 
 
 def test_easy_vqa_labels_agree_with_every_yes_no_question():

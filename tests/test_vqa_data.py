@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from tokenprune.vqa import grid_shapes
-from tokenprune.vqa.datasets import load_split
-from tokenprune.vqa.model import NUM_PATCHES, TinyVQA, build_tokenizer, vocabulary
+from tokenprune.tools.vqa import grid_shapes
+from tokenprune.tools.vqa.datasets import load_split
+from tokenprune.tools.vqa.model import NUM_PATCHES, TinyVQA, build_tokenizer, vocabulary
 
 
 def test_grid_shapes_is_deterministic_and_answers_match_the_scene():
@@ -78,7 +78,7 @@ def test_tokenizer_and_encoding_round_trip():
 
 def test_isolated_turns_are_each_the_single_question_prompt():
     """With ``isolate_turns`` every turn of a multi-turn row gives the logits of its own one-question encoding."""
-    from tokenprune.vqa.model import load_tiny_vqa
+    from tokenprune.tools.vqa.model import load_tiny_vqa
 
     vqa = load_tiny_vqa()
     images = load_split("grid-shapes", "test").images[:2]

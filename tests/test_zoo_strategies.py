@@ -298,7 +298,7 @@ def test_reduction_type_is_unchanged():
 
 
 def test_cli_list_shows_strategies_components_and_their_options(capsys):
-    from tokenprune.cli import main
+    from tokenprune.tools.cli import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -10,7 +10,7 @@ tokenprune.unwrap(model)
 """
 
 from .api import WrapHandle, handle_of, pruned, unwrap, wrap
-from .composite import ProjectorSelection, VisionLanguageStrategy
+from .vision_language import ProjectorSelection, VisionLanguageStrategy
 from .config import StrategyConfig
 from .engine import CallStats
 from .errors import (
@@ -20,6 +20,7 @@ from .errors import (
     RegistrationError,
     ScheduleError,
     TokenpruneError,
+    UnknownComponentError,
     UnknownStrategyError,
     UnsupportedFeatureError,
     UnsupportedModelError,
@@ -57,6 +58,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "RegistrationError",
     "IncompatibleComponentsError",
+    "UnknownComponentError",
     "list_components",
 ]
 __all__ += ["VisionLanguageStrategy", "ProjectorSelection"]

@@ -9,7 +9,8 @@ from typing import Any
 from torch import nn
 
 from .engine import CallStats, Engine
-from .composite import VisionLanguageStrategy
+from .vision_language import VisionLanguageStrategy
+from .containers import reject_parallel_container
 from .encoder import EncoderEngine
 from .encoder.vlm import CompositeEngine
 from .engine.runtime import check_attention
@@ -199,7 +200,8 @@ def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = D
     Raises:
         UnknownStrategyError: the name is not registered (the message lists the known ones).
         pydantic.ValidationError: an option is invalid.
-        UnsupportedModelError: no adapter handles the model (the message lists supported types).
+        UnsupportedModelError: no adapter handles the model (the message lists supported types), or
+            the model is inside a DDP / DataParallel / FSDP1 container (wrap the model first).
         ScheduleError: the schedule does not fit this model (e.g. a layer out of range).
         UnsupportedFeatureError: flex attention, static cache, or compact positions where undefined.
         AlreadyWrappedError: the model is already wrapped.
@@ -213,6 +215,7 @@ def wrap(model: nn.Module, strategy: str | Strategy | VisionLanguageStrategy = D
         tokenprune.unwrap(model)
         ```
     """
+    reject_parallel_container(model)
     outer, model = model, _inner_model(model)
     if isinstance(getattr(model, HANDLE_ATTR, None), WrapHandle):
         raise AlreadyWrappedError(

@@ -39,6 +39,7 @@ __all__ = [
     "stack_flops",
     "ModelDims",
     "VisionDims",
+    "tower_vision_dims",
     "PRESETS",
     "DTYPE_BYTES",
     "paper_flops",
@@ -261,43 +262,48 @@ def _sub_config(config: Any, names: Sequence[str]) -> Any:
 
 
 def _vision_from_config(config: Any, text_hidden: int) -> VisionDims | None:
-    """Best effort: the vision encoder of LLaVA-family, InternVL and Qwen2-VL configs, else ``None``."""
-    vision = _sub_config(config, ("vision_config",))
-    if vision is None:
+    """The vision encoder and projector of a VLM config, as the model family's adapter reads them.
+
+    Model knowledge (Qwen2-VL's packed tower, InternVL's pixel shuffle) lives in the adapters
+    (`tokenprune.adapters.base.Adapter.vision_dims`); a config no adapter handles is read as a
+    CLIP/SigLIP-style tower (`tower_vision_dims`), and ``None`` means not modelled.
+    """
+    if _sub_config(config, ("vision_config",)) is None:
         return None
-    model_type = str(getattr(config, "model_type", ""))
-    depth, embed = (
-        getattr(vision, "depth", None),
-        getattr(vision, "embed_dim", None) or getattr(vision, "hidden_size", None),
-    )
-    if depth is not None and embed is not None and "qwen" in model_type:
-        mlp = getattr(vision, "intermediate_size", None) or int(embed * getattr(vision, "mlp_ratio", 4))
-        merge = int(getattr(vision, "spatial_merge_size", 2)) ** 2
-        merged = int(embed) * merge
-        return VisionDims(
-            num_layers=int(depth), hidden_size=int(embed), intermediate_size=int(mlp),
-            num_heads=int(getattr(vision, "num_heads", 16)), visual_tokens_per_crop=None,
-            patches_per_visual_token=merge, extra_tokens=0,
-            projector=((merged, merged), (merged, text_hidden)),
-        )  # fmt: skip
+    from .registry import get_registry
+
+    adapter = get_registry().adapter_for_config(config)
+    return adapter.vision_dims(config, text_hidden) if adapter is not None else tower_vision_dims(config, text_hidden)
+
+
+def tower_vision_dims(
+    config: Any,
+    text_hidden: int,
+    patches_per_visual_token: int = 1,
+    projector: tuple[tuple[int, int], ...] | None = None,
+) -> VisionDims | None:
+    """A ViT tower with a [CLS] token that runs once per crop (CLIP, SigLIP, InternViT), from ``config.vision_config``.
+
+    Every crop of ``image_size`` px in ``patch_size`` px patches gives ``patches // patches_per_visual_token``
+    LLM tokens (a pixel shuffle merges ``patches_per_visual_token`` patches into one). ``projector``
+    defaults to LLaVA's two-layer MLP, its input as wide as the selected tower layer(s)
+    (``vision_feature_layer``). ``None`` when the vision config lacks the usual fields.
+    """
+    vision = _sub_config(config, ("vision_config",))
     needed = ("num_hidden_layers", "hidden_size", "intermediate_size", "image_size", "patch_size")
-    if any(getattr(vision, k, None) is None for k in needed):
+    if vision is None or any(getattr(vision, k, None) is None for k in needed):
         return None
     image, patch = _first(vision.image_size), _first(vision.patch_size)
-    patches = (image // patch) ** 2
     hidden = int(vision.hidden_size)
-    if "internvl" in model_type:
-        merge = round(1 / float(getattr(config, "downsample_ratio", 0.5)) ** 2)
-        per_crop, projector = patches // merge, ((hidden * merge, text_hidden), (text_hidden, text_hidden))
-    else:
-        merge, per_crop = 1, patches
+    if projector is None:
         layers = getattr(config, "vision_feature_layer", -1)
         width = hidden * (len(layers) if isinstance(layers, (list, tuple)) else 1)
         projector = ((width, text_hidden), (text_hidden, text_hidden))
     return VisionDims(
         num_layers=int(vision.num_hidden_layers), hidden_size=hidden, intermediate_size=int(vision.intermediate_size),
-        num_heads=int(getattr(vision, "num_attention_heads", 1)), visual_tokens_per_crop=per_crop,
-        patches_per_visual_token=merge, extra_tokens=1, projector=projector,
+        num_heads=int(getattr(vision, "num_attention_heads", 1)),
+        visual_tokens_per_crop=(image // patch) ** 2 // patches_per_visual_token,
+        patches_per_visual_token=patches_per_visual_token, extra_tokens=1, projector=projector,
     )  # fmt: skip
 
 

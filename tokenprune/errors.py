@@ -19,6 +19,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "RegistrationError",
     "IncompatibleComponentsError",
+    "UnknownComponentError",
 ]
 
 
@@ -83,3 +84,10 @@ class RegistrationError(TokenpruneError, ValueError):
 
 class IncompatibleComponentsError(TokenpruneError, ValueError):
     """A scheduler, scorer and reducer that cannot work together (e.g. different sites)."""
+
+
+class UnknownComponentError(TokenpruneError, KeyError):
+    """A scheduler, scorer or reducer name that no installed plugin registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])

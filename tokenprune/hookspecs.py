@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .adapters.base import Adapter
     from .adapters.encoder_base import EncoderAdapter
     from .config import StrategyConfig
-    from .interfaces import Strategy
+    from .vision_language import BuiltStrategy
 
 __all__ = [
     "hookspec",
@@ -45,7 +45,7 @@ class RegisterStrategy(Protocol):
         self,
         name: str,
         config_cls: type[StrategyConfig],
-        build: Callable[[StrategyConfig], Strategy],
+        build: Callable[[StrategyConfig], BuiltStrategy],
         *,
         aliases: Sequence[str] = (),
         description: str = "",
@@ -88,7 +88,9 @@ def tokenprune_register_strategies(register: RegisterStrategy) -> None:
     Call ``register(name, config_cls, build, aliases=(), description="")`` once per strategy.
     ``name`` is lowercase (``[a-z][a-z0-9_]*``) and unique across all plugins; ``config_cls`` is a
     `tokenprune.StrategyConfig` subclass that validates the user's options; ``build`` receives a
-    validated config and returns a `tokenprune.Strategy`.
+    validated config and returns a `tokenprune.Strategy` (one stack: the LLM, or a vision encoder)
+    or a `tokenprune.VisionLanguageStrategy` (parts in the encoder, at the projector and/or in the
+    LLM of one VLM), i.e. a `tokenprune.vision_language.BuiltStrategy`.
     """
 
 

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from . import hookspecs
-from .compose import COMPONENT_KINDS, ComponentSpec, UnknownComponentError, compose
+from .mix_and_match import COMPONENT_KINDS, compose
 from .config import StrategyConfig
-from .errors import RegistrationError, UnknownStrategyError, UnsupportedModelError
-from .interfaces import Strategy
+from .errors import RegistrationError, UnknownComponentError, UnknownStrategyError, UnsupportedModelError
 
 if TYPE_CHECKING:
+    from .vision_language import BuiltStrategy
     from .adapters.base import Adapter
     from .adapters.encoder_base import EncoderAdapter
 
@@ -46,10 +46,30 @@ class StrategySpec:
 
     name: str
     config_cls: type[StrategyConfig]
-    build: Callable[[StrategyConfig], Strategy]
+    build: Callable[[StrategyConfig], BuiltStrategy]
     source: str
     aliases: tuple[str, ...] = ()
     description: str = ""
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """A registered component: kind, name, config class, builder and where it came from."""
+
+    kind: str
+    name: str
+    config_cls: type[StrategyConfig]
+    build: Callable[[Any], Any]
+    source: str
+    description: str = ""
+
+    def sites(self) -> frozenset[str]:
+        """Where the default-configured component can act (see `tokenprune.interfaces.Site`)."""
+        try:
+            built = self.build(self.config_cls())
+        except Exception:  # a component without defaults: read the class attribute if the builder is a class
+            built = self.build
+        return frozenset(getattr(built, "sites", {"llm"}))
 
 
 @dataclass(frozen=True)
@@ -66,16 +86,10 @@ class AdapterSpec:
 
 
 @dataclass(frozen=True)
-class EncoderAdapterSpec:
+class EncoderAdapterSpec(AdapterSpec):
     """A registered vision-encoder adapter and where it came from."""
 
     adapter: EncoderAdapter
-    source: str
-
-    @property
-    def name(self) -> str:
-        """The encoder adapter's registry name."""
-        return self.adapter.name
 
 
 @dataclass
@@ -146,7 +160,7 @@ class Registry:
         def register(
             name: str,
             config_cls: type[StrategyConfig],
-            build: Callable[[StrategyConfig], Strategy],
+            build: Callable[[StrategyConfig], BuiltStrategy],
             *,
             aliases: Sequence[str] = (),
             description: str = "",
@@ -193,7 +207,7 @@ class Registry:
             raise UnknownStrategyError(name, [*self.strategies, *self.aliases], failed=self.failed)
         return self.strategies[key]
 
-    def build(self, name: str, **options: Any) -> Strategy:
+    def build(self, name: str, **options: Any) -> BuiltStrategy:
         """Validate ``options`` with the strategy's config class and build the strategy.
 
         Raises:
@@ -219,10 +233,10 @@ class Registry:
             )
         return self.components[kind][name]
 
-    def compose(self, **names_and_options: Any) -> Strategy:
+    def compose(self, **names_and_options: Any) -> BuiltStrategy:
         """A strategy from component names: ``compose(scheduler="pyramid", scorer="l2norm", ratio=0.5)``.
 
-        See `tokenprune.compose.compose` for how options are routed and what is checked.
+        See `tokenprune.mix_and_match.compose` for how options are routed and what is checked.
         """
         return compose(self, **names_and_options)
 
@@ -238,6 +252,13 @@ class Registry:
             "(see docs: 'Add an adapter')."
         )
         raise UnsupportedModelError(model, supported, hint=hint)
+
+    def adapter_for_config(self, config: object) -> Adapter | None:
+        """The first registered adapter that handles models of ``config`` (``None`` if none); no model needed."""
+        for spec in self.adapters.values():
+            if spec.adapter.handles_config(config):
+                return spec.adapter
+        return None
 
     def encoder_adapter_for(self, model: object) -> EncoderAdapter | None:
         """The first registered vision-encoder adapter that matches ``model`` (``None`` if none)."""

@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .composite import VisionLanguageStrategy
+from .vision_language import VisionLanguageStrategy
 from .cost import ModelDims, decode_flops, full_layer_flops, kv_cache_bytes, lm_head_flops, paper_flops
 from .interfaces import Strategy
 

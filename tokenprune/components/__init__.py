@@ -8,9 +8,9 @@ from .attention_scorers import ReceivedAttentionScorer, TextAttentionScorer, Tex
 from .baselines import ConstantScorer, RandomScorer, StrideDrop
 from .dedup import PivotDedupDrop
 from .feature_scorers import KeyNormScorer, L2NormScorer
-from .reducers import TopKDrop
-from .schedulers import StageScheduler
-from .scorers import QueryAttentionScorer
+from .top_k import TopKDrop
+from .stage_scheduler import StageScheduler
+from .query_attention import QueryAttentionScorer
 from .bipartite import BipartiteMerge
 from .merge import SimilarityMerge
 from .null import NullScorer

@@ -16,7 +16,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..interfaces import Reducer, Reduction, ScoreContext
 from .merge import merge_into
-from .reducers import top_k_mask
+from .top_k import top_k_mask
 
 __all__ = ["BipartiteMerge"]
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..interfaces import Reducer, Reduction, ScoreContext
-from .reducers import top_k_mask
+from .top_k import top_k_mask
 
 __all__ = ["ContextualMerge"]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..interfaces import Reduction, ScoreContext
-from .reducers import top_k_mask
+from .top_k import top_k_mask
 from .temporal import TemporalReducer, frames_of
 
 __all__ = ["FrameUniquenessDrop", "allocate", "uniqueness_scores", "KERNEL_SCALES", "TEMPERATURE"]

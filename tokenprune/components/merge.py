@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
 from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext
-from .reducers import top_k_mask
+from .top_k import top_k_mask
 
 __all__ = ["SimilarityMerge", "merge_into", "cosine_similarity_matrix"]
 

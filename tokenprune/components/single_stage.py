@@ -6,7 +6,7 @@ from pydantic import Field, model_validator
 
 from ..budget import Budget, BudgetError, budget_field, budget_flops_field, reference_field, solve
 from ..config import StrategyConfig
-from .schedulers import StageScheduler, resolve_boundary
+from .stage_scheduler import StageScheduler, resolve_boundary
 
 __all__ = ["SingleStageConfig", "solve_keep"]
 

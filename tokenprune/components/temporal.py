@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..composite import ProjectorSelection
+from ..vision_language import ProjectorSelection
 from ..errors import ScheduleError, UnsupportedFeatureError
 from ..interfaces import Reducer, ScoreContext
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composite import ProjectorSelection
+from ..vision_language import ProjectorSelection
 from ..errors import UnsupportedFeatureError
 from ..interfaces import LayerChoice
 from ..engine.hooks import HookOwner

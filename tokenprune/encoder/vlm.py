@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..engine import Engine
 from ..engine.compat import cache_from_kwargs, cache_from_output
 from ..engine.hooks import HookOwner

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from ..errors import UnsupportedFeatureError
 
-__all__ = ["check_cache", "static_capacity"]
+__all__ = ["check_cache", "static_capacity", "fit_static_layers"]
 
 _DYNAMIC = "DynamicLayer"
 _STATIC = "StaticLayer"
@@ -57,3 +59,25 @@ def static_capacity(cache: Any) -> int | None:
     if not layers or _kind(layers[0]) != _STATIC:
         return None
     return int(layers[0].max_cache_len)
+
+
+def fit_static_layers(cache: Any, first: int, capacity: int) -> None:
+    """Size the static layers from ``first`` on to hold ``capacity`` tokens (what a reduced layer can ever hold).
+
+    Called when a prefill enters a stage, before those layers run: a fresh layer then allocates
+    ``capacity`` slots at its first write; a layer a previous prompt sized otherwise is re-allocated
+    (its contents belong to that prompt). A reduced layer's attention then reads only its own slots,
+    and the static cache saves memory like the dynamic one. Layer 0 keeps ``max_cache_len``, so
+    transformers' masks and positions are unchanged.
+    """
+    for layer in cache.layers[first:]:
+        if layer.max_cache_len == capacity:
+            continue
+        layer.max_cache_len = capacity
+        if getattr(layer, "is_initialized", False):
+            for name in ("keys", "values"):
+                old = getattr(layer, name)
+                new = old.new_zeros((*old.shape[:2], capacity, old.shape[3]))
+                setattr(layer, name, new)
+                if not torch.compiler.is_compiling():
+                    torch._dynamo.mark_static_address(new)  # as transformers does: CUDA graphs need fixed addresses

@@ -10,10 +10,11 @@ Nothing here reads a device tensor on the host: whether a stage has filler slots
 host plan (`engine.plan`) and passed in as ``all_valid``.
 
 Key columns. With a dynamic cache a shrunk layer's keys are its slots (then, in decode, the tokens
-generated since), so its columns are the slots' original positions. With a static cache every layer
-holds ``max_cache_len`` key slots: slot ``j < width`` holds the stage's ``j``-th token, slot
-``j >= width`` the ``(j - width)``-th generated token (original position ``L + j - width``), and the
-slots a shrunk layer can never fill are masked. `KeyColumns` carries that map, built once per prefill.
+generated since), so its columns are the slots' original positions. With a static cache a shrunk
+layer holds ``width + max_cache_len - L`` key slots (its buffers are sized to what it can ever hold):
+slot ``j < width`` holds the stage's ``j``-th token, slot ``j >= width`` the ``(j - width)``-th
+generated token (original position ``L + j - width``). `KeyColumns` carries that map, built once per
+prefill.
 """
 
 from __future__ import annotations
@@ -58,18 +59,18 @@ def dynamic_columns(idx: Tensor, valid: Tensor, all_valid: bool, length: int) ->
 
 
 def static_columns(idx: Tensor, valid: Tensor, length: int, capacity: int) -> KeyColumns:
-    """Key columns of a static-cache layer of ``capacity`` slots holding the slots ``idx`` first.
+    """Key columns of a static-cache layer holding the slots ``idx`` first, then the generated tokens.
 
-    Slot ``j >= width`` holds generated token ``j - width`` (column ``L + j - width``); a layer that
-    keeps ``width`` of ``L`` prompt tokens can hold at most ``width + capacity - L`` tokens, so the
-    slots past that are masked (their column is clamped only to stay in range).
+    Layer 0 holds ``capacity`` tokens at most (the cache's ``max_cache_len``), so a layer that keeps
+    ``width`` of the ``L`` prompt tokens holds ``width + capacity - L`` at most: the engine sizes the
+    layer's buffers to that (`cache_kinds.fit_static_layers`), and slot ``j >= width`` holds generated
+    token ``j - width`` (column ``L + j - width`` of layer 0's mask, at most ``capacity - 1``).
     """
     batch, width = idx.shape
-    slots = torch.arange(capacity, device=idx.device).expand(batch, -1)
-    generated = (length + slots - width).clamp(max=capacity - 1)
-    index = torch.cat([idx, generated[:, width:]], dim=1)
-    room = slots[:, width:] < width + capacity - length
-    return KeyColumns(index, torch.cat([valid, room], dim=1), False, length, static=True)
+    slots = width + capacity - length
+    generated = torch.arange(length, length + slots - width, device=idx.device).expand(batch, -1)
+    index = torch.cat([idx, generated], dim=1)
+    return KeyColumns(index, torch.cat([valid, torch.ones_like(generated, dtype=torch.bool)], dim=1), False, length, True)
 
 
 def _is_additive(mask: Tensor) -> bool:

@@ -32,12 +32,13 @@ from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .compat import cache_from_kwargs
 from .hooks import HookOwner
-from .cache_kinds import check_cache, static_capacity
+from .cache_kinds import check_cache, fit_static_layers, static_capacity
 from .decode import decode_layer, prepare_columns
 from .loss import AlignedLoss
 from .masks import gather_rows, prefill_mask, query_visibility
 from .plan import counted, plan_boundary, read_layout
 from .selection import select
+from .sharding import require_gathered
 from .state import (
     RECORD_ATTR,
     CacheRecord,
@@ -210,6 +211,9 @@ class Engine(HookOwner):
             call.final, call.stages = None, []
             if cache is not None and hasattr(cache, RECORD_ATTR):
                 delattr(cache, RECORD_ATTR)  # an emptied cache reused for a new prompt
+                capacity = static_capacity(cache)
+                if capacity is not None:  # layers a previous prompt sized down hold a full prompt again
+                    fit_static_layers(cache, 1, capacity)
         if not visual_inputs:
             # Placeholder ids without images are plain text to the model (e.g. a generated id).
             call.forward = self._decode_state(cache)
@@ -359,6 +363,7 @@ class Engine(HookOwner):
             if layer != "previous":
                 raise ValueError(f"layer must be 'current' or 'previous', got {layer!r}.")
             p_module, p_hidden, p_mask, p_rope = previous
+            require_gathered(p_module, index - 1)  # FSDP2 resharded it after its forward: a clear error
             p_rope = self._stage_rope(state, prev, {"position_embeddings": p_rope}, p_hidden)
             return p_module, p_hidden, p_rope, self._stage_mask(state, prev, p_mask, p_hidden.dtype)
 
@@ -423,6 +428,8 @@ class Engine(HookOwner):
             setattr(cache, RECORD_ATTR, state.record)
         stage = state.current
         state.record.columns[stage.layer] = prepare_columns(stage, state.length, state.capacity)
+        if state.capacity is not None:  # a static cache: the stage's layers hold only what they can ever hold
+            fit_static_layers(cache, stage.layer, state.record.columns[stage.layer].index.shape[1])
 
     # -- per-stage slices ---------------------------------------------------------------------
     def _stage_mask(self, state: ForwardState, stage: Stage, mask: Tensor | None, dtype: torch.dtype):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..api import pruned
-from ..composite import VisionLanguageStrategy
+from ..vision_language import VisionLanguageStrategy
 from ..cost import stack_flops
 from ..registry import get_registry
 from . import moving_shapes as ms
