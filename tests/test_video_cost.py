@@ -54,3 +54,19 @@ def test_strategies_cost_what_the_llm_receives(model):
     per_layer = both["visual_tokens_per_layer"]
     assert per_layer[0] == both["llm_visual_tokens"] and per_layer[-1] == int(both["llm_visual_tokens"] * 0.125)
     assert both["paper"]["pruned_tflops"] < evs["paper"]["pruned_tflops"] < dense["paper"]["dense_tflops"]
+
+
+def test_flops_command_takes_a_video_shape(capsys):
+    import json
+
+    from tokenprune.tools.cli import main
+
+    assert main(["flops", "--model", "qwen2.5-vl-7b", "--video", "32x448x448", "--strategy", "evs", "--option", "ratio=0.5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["visual_tokens"], data["llm_visual_tokens"], data["grid"]) == (4096, 2048, [16, 16, 16])
+    assert main(["flops", "--model", "llava-onevision-7b", "--video", "32x384x384"]) == 0
+    assert "6273 visual tokens" in capsys.readouterr().out
+    assert main(["flops", "--model", "llava-1.5-7b", "--video", "8x336x336"]) == 2
+    assert "takes no video" in capsys.readouterr().err
+    assert main(["flops", "--model", "qwen2-vl-7b", "--video", "32x448x448", "--visual-tokens", "5"]) == 2
+    assert "drop --visual-tokens" in capsys.readouterr().err

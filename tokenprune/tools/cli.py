@@ -154,8 +154,31 @@ def flops_report(
     return data
 
 
+def video_flops_report(args: argparse.Namespace) -> dict[str, Any]:
+    """``tokenprune flops --video``: the video's visual tokens and the dense vs. strategy cost (`tokenprune.video_cost`)."""
+    from ..video_cost import VideoShape, video_cost
+
+    if args.visual_tokens is not None:
+        raise CliError("--video sets the visual tokens (from the frames and their size); drop --visual-tokens.")
+    dims, _ = load_dims(args.model)
+    try:
+        shape = VideoShape.parse(args.video)
+        return video_cost(dims, dims.name or args.model, shape, build_strategy(args.strategy, dict(args.option or [])),
+                          text_tokens=args.text_tokens, new_tokens=args.new_tokens, kv_dtype=args.kv_dtype)  # fmt: skip
+    except ValueError as exc:
+        raise CliError(f"--video: {exc}") from None
+
+
 def cmd_flops(args: argparse.Namespace) -> int:
     """Print the cost table (or the JSON) of a strategy's schedule on a model shape."""
+    if args.video:
+        from ..video_cost import render_video_cost
+
+        data = video_flops_report(args)
+        print(json.dumps(data, indent=2) if args.json == "-" else render_video_cost(data))
+        if args.json and args.json != "-":
+            write_json(args.json, data)
+        return 0
     data = flops_report(
         args.model, args.strategy, dict(args.option or []), args.visual_tokens, args.text_tokens,
         args.new_tokens, args.kv_dtype,
@@ -307,6 +330,11 @@ def _add_flops(sub: Any) -> None:
     add_strategy_arguments(flops)
     flops.add_argument("--visual-tokens", type=at_least(1), metavar="N", help="visual tokens (default: the model's)")
     flops.add_argument("--text-tokens", type=at_least(0), metavar="T", help="text tokens of the prompt (default: 64)")
+    flops.add_argument(
+        "--video", metavar="FxHxW[xT]",
+        help="cost one video of F frames at HxW px (T: temporal patch) instead of --visual-tokens; Qwen2-VL, Qwen2.5-VL "
+        "and LLaVA-OneVision presets (e.g. --model qwen2.5-vl-7b --video 32x448x448 --strategy evs)",
+    )  # fmt: skip
     flops.add_argument(
         "--new-tokens", type=at_least(0), default=0, metavar="K", help="decode steps to cost (default: 0)"
     )
