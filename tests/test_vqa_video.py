@@ -150,3 +150,24 @@ def test_cell_labels_name_the_shape_drawn_in_the_cell():
                 background += seen[0] == video.background
                 other += seen[0] != video.background
     assert hits > 0.8 * (hits + misses) and background > 0.97 * (background + other)
+
+
+def test_eval_command_runs_the_video_sweep(tmp_path, capsys):
+    """``tokenprune eval --video DIR`` on a saved (untrained) video model: dense and the chosen strategy's points."""
+    import json
+
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from tokenprune.tools.cli import main
+
+    vocab = Vocab.default()
+    torch.manual_seed(0)
+    TinyVideoVQA(Qwen2VLForConditionalGeneration(build_config(vocab)).eval(), vocab).save(tmp_path / "model")
+    out = tmp_path / "sweep.json"
+    assert main(["eval", "--video", str(tmp_path / "model"), "--strategy", "evs", "--limit", "6", "--no-progress",
+                 "--json", str(out)]) == 0  # fmt: skip
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["strategy"], r["target"]) for r in runs] == [("dense", 1.0), ("evs", 0.5), ("evs", 0.25)]
+    assert all(r["questions"] == 6 for r in runs) and abs(runs[1]["flops_fraction"] - 0.5) < 0.01
+    assert main(["eval", "--video", str(tmp_path)]) == 2
+    assert "no video model" in capsys.readouterr().err

@@ -9,6 +9,7 @@ so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any c
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,6 +54,11 @@ def add_subcommands(sub: Any) -> None:
     ev.add_argument("--json", metavar="PATH", help="write every number to this JSON file")
     ev.add_argument("--plot", metavar="PATH", help="write the accuracy-vs-FLOPs PNG (needs matplotlib)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument(
+        "--video", metavar="DIR",
+        help="evaluate a Moving-Shapes video model saved by examples/train_tiny_video_vqa.py instead: every temporal "
+        "strategy and the image strategies at ~50%% and ~25%% of the visual FLOPs (tokenprune.vqa_video.evaluate)",
+    )  # fmt: skip
     ev.set_defaults(func=cmd_eval)
 
     fid = sub.add_parser(
@@ -103,7 +109,26 @@ def _load(args: argparse.Namespace):
 
 
 # -- eval -------------------------------------------------------------------------------------
+def _eval_video(args: argparse.Namespace) -> int:
+    """``tokenprune eval --video DIR``: the video sweep on Moving-Shapes' test split."""
+    from ...vqa_video import moving_shapes
+    from ...vqa_video.evaluate import DEFAULT_POINTS, markdown_table, sweep
+    from ...vqa_video.model import TinyVideoVQA
+
+    if not (Path(args.video) / "vocab.json").is_file():
+        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
+    points = [p for p in DEFAULT_POINTS if not args.strategy or p.strategy in args.strategy]
+    result = sweep(TinyVideoVQA.load(args.video), moving_shapes.split("test"), points, limit=args.limit,
+                   progress=None if args.no_progress else print)  # fmt: skip
+    print(markdown_table(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    if getattr(args, "video", None):
+        return _eval_video(args)
     from ...registry import get_registry
     from .evaluate import DEFAULT_BUDGETS, sweep
 
