@@ -88,6 +88,7 @@ class VideoGrid:
 
     @property
     def grid(self) -> tuple[int, int, int]:
+        """``(frames, rows, cols)`` of merged tokens."""
         return self.frames, self.rows, self.cols
 
     @property

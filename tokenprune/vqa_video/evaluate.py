@@ -44,6 +44,7 @@ class Point:
 
     @property
     def label(self) -> str:
+        """The strategy name with its fixed options, for tables and plots."""
         extra = ",".join(f"{k}={v}" for k, v in self.fixed.items())
         return self.strategy + (f"[{extra}]" if extra else "")
 

@@ -38,12 +38,15 @@ class Vocab:
 
     @classmethod
     def default(cls) -> Vocab:
+        """The special tokens and every word Moving-Shapes questions and answers use."""
         return cls((*SPECIAL_TOKENS, *ms.vocabulary()))
 
     def id(self, token: str) -> int:
+        """The id of ``token`` (``[UNK]`` for a word outside the vocabulary)."""
         return self.words.index(token) if token in self.words else self.words.index("[UNK]")
 
     def encode(self, text: str) -> list[int]:
+        """Ids of the lower-cased, whitespace-split words of ``text``."""
         return [self.id(w) for w in text.lower().split()]
 
 
@@ -91,6 +94,7 @@ class TinyVideoVQA:
         self.model, self.vocab = model, vocab
 
     def prompt_ids(self, question: str) -> list[int]:
+        """The video placeholders between vision start/end, then the question's ids."""
         v = self.vocab
         return [v.id("<|vision_start|>"), *[v.id("<|video_pad|>")] * VISUAL_TOKENS, v.id("<|vision_end|>"), *v.encode(question)]
 
@@ -183,12 +187,14 @@ class TinyVideoVQA:
         return [self.vocab.words[i] for i in logits.argmax(-1).tolist()]
 
     def save(self, path: str | Path) -> None:
+        """Write the model (safetensors) and its vocabulary to the folder ``path``."""
         path = Path(path)
         self.model.save_pretrained(path)
         (path / "vocab.json").write_text(json.dumps(list(self.vocab.words)))
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> TinyVideoVQA:
+        """Read a model saved by `save`."""
         from transformers import Qwen2VLForConditionalGeneration
 
         path = Path(path)

@@ -77,6 +77,7 @@ class Track:
     hidden: tuple[int, ...]
 
     def position(self, step: float) -> tuple[float, float]:
+        """Centre ``(x, y)`` of the shape at time ``step`` (fractional steps fall between frames)."""
         dx, dy = DIRECTIONS[self.direction]
         t = (step - MIDDLE_STEP) * self.speed
         return self.middle[0] + dx * t, self.middle[1] + dy * t
