@@ -114,13 +114,14 @@ def _onevision(shape: VideoShape, image: int = 384, patch: int = 14, pool: int =
     return VideoGrid(shape.frames, pooled, pooled, 1, (side * side,) * shape.frames, shape.frames * side * side)
 
 
-VIDEO_FAMILIES = {"qwen2-vl": _qwen, "qwen2.5-vl": _qwen, "qwen2_vl": _qwen, "qwen2_5_vl": _qwen,
-                  "llava-onevision": _onevision, "llava_onevision": _onevision}  # fmt: skip
-"""Model-name prefixes (preset names) or ``model_type`` values -> the video layout of that family."""
+VIDEO_FAMILIES = {"qwen2-vl": _qwen, "qwen2.5-vl": _qwen, "llava-onevision": _onevision}
+"""Preset-name prefixes -> the video layout of that family. (Model knowledge keyed by ``model_type``
+belongs to the adapters; moving these layouts there, so a local checkpoint resolves by its config,
+is an open item.)"""
 
 
 def video_grid(model: str, shape: VideoShape) -> VideoGrid:
-    """The LLM-side grid of ``shape`` on a model family (a preset name such as ``"qwen2-vl-7b"``, or a ``model_type``).
+    """The LLM-side grid of ``shape`` on a model family (a preset name such as ``"qwen2-vl-7b"``).
 
     Raises:
         ValueError: the family does not take videos (the message lists those that do).
@@ -160,7 +161,7 @@ def video_cost(
 
     Args:
         dims: the model shape (`ModelDims.preset`).
-        model: its family name (preset name or ``model_type``) for the video layout (`video_grid`).
+        model: its family's preset name for the video layout (`video_grid`).
         shape: the video.
         strategy: a built strategy (``get_registry().build(name, **options)``) or ``None`` (dense only).
         text_tokens: text tokens of the prompt (default ``dims.text_tokens``).
