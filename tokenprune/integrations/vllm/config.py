@@ -96,9 +96,13 @@ def projector_strategies() -> list[str]:
 
 
 def _projector_only(strategy: Any) -> bool:
+    """Runs only before the LLM, on images (temporal selections need a video's frames; the plugin prunes images)."""
+    from ...components.temporal import TemporalSelection
+
     return (
         isinstance(strategy, VisionLanguageStrategy)
         and strategy.projector is not None
+        and not isinstance(strategy.projector, TemporalSelection)
         and strategy.encoder is None
         and strategy.llm is None
     )
@@ -134,6 +138,13 @@ def build_pruning(options: dict[str, Any]) -> VllmPruning:
 
 def _why_not(label: str, strategy: Any) -> str:
     in_llm = getattr(strategy, "llm", None) is not None or (not isinstance(strategy, VisionLanguageStrategy) and "llm" in strategy.sites)
+    from ...components.temporal import TemporalSelection
+
+    if isinstance(getattr(strategy, "projector", None), TemporalSelection):
+        return (
+            f"{label!r} selects across a video's frames; the vLLM plugin prunes images only (videos pass through "
+            "dense), and a temporal selection has no frames to compare in an image."
+        )
     if in_llm:
         return (
             f"{label!r} removes visual tokens inside the LLM's decoder layers, which vLLM cannot do: every layer's KV "
