@@ -15,7 +15,7 @@ decided on the device by the scorer; how many is known here, because reducers th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -100,11 +100,9 @@ def plan_boundary(layout: HostLayout, visual_before: Sequence[int], target: Sequ
     return BoundaryPlan(target, n_keep, removes, visual, kept, width, all(k == width for k in kept))
 
 
-def counted(keep: Tensor, visual: Tensor, layout: HostLayout, target: Sequence[int], visual_before: Sequence[int]) -> BoundaryPlan:
-    """The plan of a boundary whose reducer keeps a data-dependent number of tokens (one host read)."""
+def counted(keep: Tensor, visual: Tensor, planned: BoundaryPlan) -> BoundaryPlan:
+    """``planned`` with the counts a reducer that decides its own numbers actually kept (one host read)."""
     counts = torch.stack([keep.sum(1), (keep & visual).sum(1)]).cpu()
     kept, vis = tuple(counts[0].tolist()), tuple(counts[1].tolist())
     width = max(kept) if kept else 0
-    n_keep = tuple(max(int(t) - vq, 0) for t, vq in zip(target, layout.visual_queries))
-    removes = any(n > t for n, t in zip(visual_before, target))
-    return BoundaryPlan(tuple(int(t) for t in target), n_keep, removes, vis, kept, width, all(k == width for k in kept))
+    return replace(planned, visual=vis, kept=kept, width=width, all_valid=all(k == width for k in kept))

@@ -392,7 +392,7 @@ class Engine(HookOwner):
                 "inside the LLM a merged token attends as one token. Turn proportional_attention off."
             )
         if not exact:  # the reducer decided its own counts: read them once
-            plan = counted(chosen.keep, prev.visual, state.layout, target, prev.counts)
+            plan = counted(chosen.keep, prev.visual, plan)
         sel, sel_valid = chosen.index, chosen.valid
         stage = Stage(
             layer=index,
