@@ -244,7 +244,7 @@ def test_the_watch_sees_a_host_read():
 @pytest.mark.parametrize("layout", ["mixed", "left_padded"])
 @pytest.mark.parametrize(
     "wrapped",
-    [pytest.param((f, torch.float32, s), id=f"{s}-{f}") for f in COMPILE_FAMILIES for s in SYNC_FREE],
+    [pytest.param((f, torch.float32, s), id=f"{s}-{f}") for f in COMPILE_FAMILIES for s in [*SYNC_FREE, "uniform"]],
     indirect=True,
 )
 def test_no_host_read_inside_the_decoder_stack(wrapped, layout):

@@ -55,16 +55,26 @@ def stride_mask(candidates: Tensor, n_keep: Tensor) -> Tensor:
 
     Deterministic, keeps the first and the last candidate when ``k >= 2``, and spreads the rest evenly
     over the row-major token order (vtbench's ``identity`` baseline).
+
+    Computed for all rows at once on the device, with no host read: the ``j``-th pick is evaluated the
+    way ``torch.linspace`` evaluates its ``j``-th point in float64 (``j * step`` for the first half,
+    ``end - (k - 1 - j) * step`` for the second), so the picks are exactly ``linspace``'s, row by row.
     """
-    keep = torch.zeros_like(candidates)
-    for b in range(candidates.shape[0]):
-        slots = candidates[b].nonzero().squeeze(1)
-        k = min(int(n_keep[b]), len(slots))
-        if k == 0:
-            continue
-        picks = torch.linspace(0, len(slots) - 1, k, dtype=torch.float64).round().long() if k > 1 else torch.zeros(1, dtype=torch.long)
-        keep[b, slots[picks.to(slots.device)]] = True
-    return keep
+    batch, n = candidates.shape
+    device = candidates.device
+    total = candidates.sum(1, keepdim=True)  # (B, 1) candidates per row
+    k = torch.minimum(n_keep.to(device).view(batch, 1), total)  # (B, 1) picks per row
+    j = torch.arange(n, device=device).unsqueeze(0)  # (1, n) pick index
+    end = (total - 1).to(torch.float64)
+    step = end / (k - 1).clamp(min=1).to(torch.float64)
+    first_half = j < k // 2
+    point = torch.where(first_half, j * step, end - (k - 1 - j) * step)
+    point = torch.where(k == 1, 0.0, point)  # linspace with one point gives its start
+    picks = point.round().long().clamp(0, n - 1)  # rank among the row's candidates
+    chosen = torch.zeros(batch, n + 1, dtype=torch.bool, device=device)
+    chosen.scatter_(1, torch.where(j < k, picks, n), True)  # unused picks land in the spare column n
+    rank = (candidates.long().cumsum(1) - 1).clamp(min=0)
+    return candidates & chosen[:, :n].gather(1, rank)
 
 
 class StrideDrop(Reducer):
