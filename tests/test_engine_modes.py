@@ -244,7 +244,7 @@ def test_the_watch_sees_a_host_read():
 @pytest.mark.parametrize("layout", ["mixed", "left_padded"])
 @pytest.mark.parametrize(
     "wrapped",
-    [pytest.param((f, torch.float32, s), id=f"{s}-{f}") for f in COMPILE_FAMILIES for s in [*SYNC_FREE, "uniform"]],
+    [pytest.param((f, torch.float32, s), id=f"{s}-{f}") for f in COMPILE_FAMILIES for s in [*SYNC_FREE, "uniform", "random"]],
     indirect=True,
 )
 def test_no_host_read_inside_the_decoder_stack(wrapped, layout):
@@ -263,7 +263,7 @@ def test_no_host_read_inside_the_decoder_stack(wrapped, layout):
     assert mode.seen == [], f"device->host reads inside the decoder stack: {mode.seen}"
 
 
-@pytest.mark.parametrize("wrapped", [pytest.param(("llava", torch.float32, "random"), id="random")], indirect=True)
+@pytest.mark.parametrize("wrapped", [pytest.param(("llava", torch.float32, "dart"), id="dart")], indirect=True)
 def test_a_reducer_without_exact_counts_is_seen_reading_back(wrapped):
     """A strategy that decides counts on the host is caught by the same watch (the test can fail)."""
     family, model = wrapped

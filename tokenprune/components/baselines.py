@@ -25,14 +25,32 @@ class RandomScorer(Scorer):
         self.seed = int(seed)
 
     def score(self, ctx: ScoreContext) -> Tensor:
+        counts = getattr(ctx, "visual_counts", None)
+        if counts is not None:  # the counts are on the host: draw there, place the draws on the device
+            return self._placed(ctx, counts)
         scores = torch.zeros(ctx.visual.shape, dtype=torch.float64)
         visual = ctx.visual.cpu()
         for b in range(visual.shape[0]):
             slots = visual[b].nonzero().squeeze(1)
-            key = (self.seed * 1_000_003 + ctx.layer_index * 10_007 + len(slots)) % (2**63 - 1)
-            generator = torch.Generator().manual_seed(key)
-            scores[b, slots] = torch.rand(len(slots), generator=generator, dtype=torch.float64)
+            scores[b, slots] = self._draws(ctx.layer_index, len(slots))
         return scores.to(ctx.visual.device)
+
+    def _draws(self, layer: int, count: int) -> Tensor:
+        """The ``count`` draws of a sample holding ``count`` visual tokens at ``layer`` (CPU, float64)."""
+        key = (self.seed * 1_000_003 + layer * 10_007 + count) % (2**63 - 1)
+        return torch.rand(count, generator=torch.Generator().manual_seed(key), dtype=torch.float64)
+
+    def _placed(self, ctx: ScoreContext, counts: tuple[int, ...]) -> Tensor:
+        """The same scores without a device read: the ``j``-th visual slot of a row takes the ``j``-th draw."""
+        visual = ctx.visual
+        width = max(counts, default=0)
+        if width == 0:
+            return torch.zeros(visual.shape, dtype=torch.float64, device=visual.device)
+        draws = torch.zeros(len(counts), width, dtype=torch.float64)
+        for b, count in enumerate(counts):
+            draws[b, :count] = self._draws(ctx.layer_index, count)
+        rank = (visual.long().cumsum(1) - 1).clamp(0, width - 1)
+        return torch.where(visual, draws.to(visual.device).gather(1, rank), 0.0)
 
     def __repr__(self) -> str:
         return f"RandomScorer(seed={self.seed})"

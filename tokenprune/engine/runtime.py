@@ -397,6 +397,7 @@ class Engine(HookOwner):
             _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight),
             _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
             stage=step,
+            visual_counts=prev.counts,
         )
         exact = self.strategy.reducer.exact_count
         gather_rope = full_rope is not None and self.strategy.positions != "compact"
