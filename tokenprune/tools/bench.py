@@ -832,8 +832,12 @@ def _metrics(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of measured vs. FLOPs-ideal speedup per metric (PNG, matplotlib Agg backend)."""
+def plot(result: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Bar chart of measured vs. FLOPs-ideal speedup per metric (PNG, matplotlib Agg backend).
+
+    ``title`` replaces the default one, which names the image benchmark's schedule and shape
+    (`tokenprune.tools.bench_video` results pass their own).
+    """
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -861,12 +865,13 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("dense / wrapped (higher is better)")
     shape, env = result["shape"], result["environment"]
     threads = env.get("torch_threads")
-    ax.set_title(
-        f"{result['strategy']} {_layers_text(result['layers'])} on {shape['name']} ({shape['layers']} layers, "
-        f"d={shape['hidden']}, {shape['visual_tokens']} visual tokens), {shape['dtype']}, "
-        f"{env['device']}, {threads} thread{'s' if threads != 1 else ''}",
-        fontsize=9,
-    )
+    if title is None:
+        title = (
+            f"{result['strategy']} {_layers_text(result['layers'])} on {shape['name']} ({shape['layers']} layers, "
+            f"d={shape['hidden']}, {shape['visual_tokens']} visual tokens), {shape['dtype']}, "
+            f"{env['device']}, {threads} thread{'s' if threads != 1 else ''}"
+        )
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=9)
     fig.tight_layout()
     path = Path(path)
