@@ -184,3 +184,24 @@ def test_visualize_video_errors(video_model, tmp_path, capsys):
     assert "give one of them" in capsys.readouterr().err
     assert main(["visualize", "--video", str(video_model), "--index", "3000"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+# -- accuracy vs. FLOPs picture -------------------------------------------------------------------
+def test_the_accuracy_plot_redraws_from_the_committed_sweep(tmp_path):
+    """benchmarks/video_accuracy_plot.py reads only the sweep's JSON, so it re-runs after every sweep."""
+    import importlib.util
+    from pathlib import Path
+
+    from tokenprune.vqa_video.sweep_plot import plot_video_sweep
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "video_accuracy_plot.py"
+    spec = importlib.util.spec_from_file_location("video_accuracy_plot", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--out", str(tmp_path / "plot.png")])
+    assert out.stat().st_size > 10_000
+    run = {"strategy": "evs", "flops_fraction": 0.5, "all": 0.8, "direction": 0.9, "questions": 10}
+    with pytest.raises(ValueError, match="no dense run"):
+        plot_video_sweep({"runs": [run]}, tmp_path / "x.png")
+    dense = {**run, "strategy": "dense", "flops_fraction": 1.0}
+    assert plot_video_sweep({"runs": [dense, run], "chance": {"direction": 0.25}}, tmp_path / "y.png").is_file()

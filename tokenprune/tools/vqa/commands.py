@@ -133,9 +133,12 @@ def _eval_video(args: argparse.Namespace) -> int:
     """``tokenprune eval --video DIR``: the video sweep on Moving-Shapes' test split."""
     from ...vqa_video import moving_shapes
     from ...vqa_video.evaluate import DEFAULT_POINTS, markdown_table, sweep
+    from ...vqa_video.model import TinyVideoVQA
 
+    if not (Path(args.video) / "vocab.json").is_file():
+        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
     points = [p for p in DEFAULT_POINTS if not args.strategy or p.strategy in args.strategy]
-    result = sweep(_load_video(args), moving_shapes.split("test"), points, limit=args.limit,
+    result = sweep(TinyVideoVQA.load(args.video), moving_shapes.split("test"), points, limit=args.limit,
                    progress=None if args.no_progress else print)  # fmt: skip
     print(markdown_table(result))
     if args.json:
