@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from tokenprune.tools.bench import stderr_progress
-from tokenprune.tools.bench_video import resolve_video_shape, run_video
+from tokenprune.tools.bench_video import run_video
+from tokenprune.tools.video_models import resolve_video_shape
 from tokenprune.vqa_video.evaluate import Point, solve_knob
 
 POINTS = (
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--strategies", help="comma-separated subset of evs,dycoke,vidcom2,temporal_pyramiddrop,pyramiddrop")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/video-bench", help="writes OUT.json, OUT.md and OUT.png")
     args = p.parse_args(argv)
@@ -68,10 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
            "minutes": round((time.time() - start) / 60, 1), "runs": runs}  # fmt: skip
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
+    Path(f"{path}.json").write_text(json.dumps(out, indent=1) + "\n")  # not with_suffix: names hold dots (qwen2.5)
     table = markdown_table(out)
-    path.with_suffix(".md").write_text(table + "\n")
-    plot(out, path.with_suffix(".png"))
+    Path(f"{path}.md").write_text(table + "\n")
+    plot(out, Path(f"{path}.png"))
     print(table)
     return out
 
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
 def markdown_table(out: dict) -> str:
     """One row per strategy: options, visual tokens the LLM gets, TTFT / LLM prefill / TPOT speedups beside their ideals."""
     lines = [
-        "| strategy | options | planned visual FLOPs | LLM visual tokens (avg/layer) | TTFT dense → wrapped | TTFT speedup (ideal) "
-        "| LLM prefill speedup (ideal) | TPOT dense → wrapped | TPOT speedup (ideal) |",
+        ("| strategy | options | planned visual FLOPs | LLM visual tokens (avg/layer) | TTFT dense → wrapped | TTFT speedup (ideal) "
+         "| LLM prefill speedup (ideal) | TPOT dense → wrapped | TPOT speedup (ideal) |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["runs"]:

@@ -171,7 +171,7 @@ def test_visualize_video_draws_exactly_the_kept_tokens(video_model, tmp_path, ca
     out = capsys.readouterr().out
     expected = _kept_by_the_model(video_model, "temporal_pyramiddrop", options, 7)
     assert len(expected) == 4 and len(expected[0]) == 162 and len(expected[-1]) < len(expected[1])
-    assert f"projector: 162/324 video tokens kept" in out and "layers 3-3:" in out
+    assert "projector: 162/324 video tokens kept" in out and "layers 3-3:" in out
     test = ms.split("test")
     frames = ms.render(test.videos[test.video_index[7]])
     assert _kept_in_the_png(png, frames, len(expected)) == expected

@@ -256,11 +256,11 @@ def _bench_video(args: argparse.Namespace, options: dict) -> int:
     """``tokenprune bench --video``: TTFT and TPOT of one video prompt, dense vs. wrapped (`bench_video`)."""
     from pydantic import ValidationError
 
-    from . import bench, bench_video
+    from . import bench, bench_video, video_models
 
     shape = args.shape or "qwen2.5-vl-7b"
-    if not bench_video.is_video_shape(shape):
-        raise CliError(f"--video needs a video model shape: --shape {' or '.join(bench_video.VIDEO_SHAPES)} (got {shape!r}).")
+    if not video_models.is_video_shape(shape):
+        raise CliError(f"--video needs a video model shape: --shape {' or '.join(video_models.VIDEO_SHAPES)} (got {shape!r}).")
     refused = [flag for flag, on in (("--modes", args.modes), ("--images", args.images), ("--batch", args.batch > 1),
                                      ("--answer-tokens", args.answer_tokens), ("--length-scaling", args.length_scaling))
                if on]  # fmt: skip
@@ -274,7 +274,7 @@ def _bench_video(args: argparse.Namespace, options: dict) -> int:
     overrides = {k: getattr(args, k) for k in ("layers", "hidden", "intermediate", "heads", "kv_heads", "text_tokens",
                                                "vision_layers", "vocab")}  # fmt: skip
     try:
-        resolved = bench_video.resolve_video_shape(shape, args.video, args.scale, args.device, **overrides)
+        resolved = video_models.resolve_video_shape(shape, args.video, args.scale, args.device, **overrides)
     except ValueError as exc:
         raise CliError(f"--video {args.video} on {shape}: {exc}") from None
     try:
