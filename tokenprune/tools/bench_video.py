@@ -34,16 +34,8 @@ from ..api import pruned
 from ..cost import ModelDims, kv_cache_bytes
 from ..registry import get_registry
 from ..video_cost import VideoShape, video_cost
-from .bench import (
-    _cache_bytes,
-    _dtype,
-    _environment,
-    _median,
-    _ratio,
-    _short,
-    _SpanClock,
-)
-from .clocks import StepStreamer, sync
+from .bench_common import cache_bytes, environment, median, parse_dtype, ratio, short
+from .clocks import SpanClock, StepStreamer, sync
 from .video_models import (
     VideoBenchShape,
     build_video_inputs,
@@ -73,7 +65,7 @@ class _VideoRunner:
         for i in range(self.repeats):
             for is_wrapped in (False, True) if i % 2 == 0 else (True, False):
                 (wrapped if is_wrapped else dense).append(once(is_wrapped))
-            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {_short(dense[-1])}  wrapped {_short(wrapped[-1])}")
+            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {short(dense[-1])}  wrapped {short(wrapped[-1])}")
         return dense, wrapped
 
     def _mode(self, wrapped: bool):
@@ -83,7 +75,7 @@ class _VideoRunner:
 
     def prefill_once(self, wrapped: bool) -> dict[str, Any]:
         with self._mode(wrapped) as handle:
-            llm = _SpanClock(self.stack.language_model, self.device)
+            llm = SpanClock(self.stack.language_model, self.device)
             try:
                 with torch.inference_mode():
                     sync(self.device)
@@ -95,7 +87,7 @@ class _VideoRunner:
                 llm.remove()
             from ..engine.compat import cache_from_output
 
-            kv, lengths = _cache_bytes(cache_from_output(out))
+            kv, lengths = cache_bytes(cache_from_output(out))
             per_layer = handle.tokens_per_layer() if handle is not None else None
         return {"seconds": seconds, "llm_seconds": llm.seconds, "kv_bytes": kv, "kv_lengths": lengths,
                 "tokens": per_layer}  # fmt: skip
@@ -171,7 +163,7 @@ def run_video(
         raise RuntimeError("device='cuda' was requested but torch.cuda.is_available() is False on this machine.")
     if isinstance(shape, str):
         shape = resolve_video_shape(shape, video, scale, device, **shape_overrides)
-    torch_dtype = _dtype(dtype, device)
+    torch_dtype = parse_dtype(dtype, device)
     say = progress or (lambda line: None)
     previous = torch.get_num_threads()
     if threads:
@@ -207,7 +199,7 @@ def _measure(r: _VideoRunner, shape: VideoBenchShape, built: Any, torch_dtype: t
             "class": type(model).__name__, "weights": f"random (HF init), seed {seed}",
             "parameters": sum(p.numel() for p in model.parameters()),
         },
-        "environment": _environment(r.device),
+        "environment": environment(r.device),
         "protocol": {"repeats": r.repeats, "warmup_pairs": r.warmup,
                      "order": "alternating dense/wrapped pairs (wrapped first on odd pairs)", "statistic": "median"},
         "flops": cost,
@@ -215,15 +207,15 @@ def _measure(r: _VideoRunner, shape: VideoBenchShape, built: Any, torch_dtype: t
 
     r.say("prefill (TTFT): dense vs. wrapped (one forward with use_cache=True, logits_to_keep=1)")
     dense, wrapped = r.alternate("prefill", r.prefill_once)
-    d_s, w_s = _median([x["seconds"] for x in dense]), _median([x["seconds"] for x in wrapped])
-    d_llm, w_llm = _median([x["llm_seconds"] for x in dense]), _median([x["llm_seconds"] for x in wrapped])
+    d_s, w_s = median([x["seconds"] for x in dense]), median([x["seconds"] for x in wrapped])
+    d_llm, w_llm = median([x["llm_seconds"] for x in dense]), median([x["llm_seconds"] for x in wrapped])
     result["prefill"] = {
-        "dense_s": d_s, "wrapped_s": w_s, "speedup": _ratio(d_s, w_s),
+        "dense_s": d_s, "wrapped_s": w_s, "speedup": ratio(d_s, w_s),
         "ideal_speedup": cost["with_vision"]["ideal_speedup"],
-        "llm_dense_s": d_llm, "llm_wrapped_s": w_llm, "llm_speedup": _ratio(d_llm, w_llm), "llm_ideal_speedup": llm_only,
+        "llm_dense_s": d_llm, "llm_wrapped_s": w_llm, "llm_speedup": ratio(d_llm, w_llm), "llm_ideal_speedup": llm_only,
         # vision tower, projector-side selection and embedding: what runs outside the language model
-        "outside_llm_dense_s": _median([x["seconds"] - x["llm_seconds"] for x in dense]),
-        "outside_llm_wrapped_s": _median([x["seconds"] - x["llm_seconds"] for x in wrapped]),
+        "outside_llm_dense_s": median([x["seconds"] - x["llm_seconds"] for x in dense]),
+        "outside_llm_wrapped_s": median([x["seconds"] - x["llm_seconds"] for x in wrapped]),
         "samples": {"dense_s": [x["seconds"] for x in dense], "wrapped_s": [x["seconds"] for x in wrapped],
                     "llm_dense_s": [x["llm_seconds"] for x in dense], "llm_wrapped_s": [x["llm_seconds"] for x in wrapped]},
         "tokens_per_layer": wrapped[-1]["tokens"],
@@ -232,19 +224,19 @@ def _measure(r: _VideoRunner, shape: VideoBenchShape, built: Any, torch_dtype: t
     element = torch.tensor([], dtype=torch_dtype).element_size()
     model_d = kv_cache_bytes(dims, [text + shape.visual_tokens] * dims.num_layers, element)
     model_w = kv_cache_bytes(dims, [text + v for v in cost["visual_tokens_per_layer"]], element)
-    result["kv_cache_bytes"] = {"dense": kv_d, "wrapped": kv_w, "ratio": _ratio(kv_d, kv_w), "model_dense": model_d,
-                                "model_wrapped": model_w, "model_ratio": _ratio(model_d, model_w)}  # fmt: skip
+    result["kv_cache_bytes"] = {"dense": kv_d, "wrapped": kv_w, "ratio": ratio(kv_d, kv_w), "model_dense": model_d,
+                                "model_wrapped": model_w, "model_ratio": ratio(model_d, model_w)}  # fmt: skip
     if r.new_tokens:
         r.say(f"decode (TPOT): greedy generate of {r.new_tokens} tokens, each step timed by a streamer")
         dense, wrapped = r.alternate("decode", r.generate_once)
-        d_step = _median([s for x in dense for s in x["steps"]])
-        w_step = _median([s for x in wrapped for s in x["steps"]])
+        d_step = median([s for x in dense for s in x["steps"]])
+        w_step = median([s for x in wrapped for s in x["steps"]])
         result["decode"] = {
             "new_tokens": r.new_tokens, "dense_s_per_token": d_step, "wrapped_s_per_token": w_step,
-            "speedup": _ratio(d_step, w_step),
-            "ideal_speedup": _ratio(cost["decode"]["dense_tflops"], cost["decode"]["pruned_tflops"]),
-            "samples": {"dense_s_per_token": [_median(x["steps"]) for x in dense],
-                        "wrapped_s_per_token": [_median(x["steps"]) for x in wrapped]},
+            "speedup": ratio(d_step, w_step),
+            "ideal_speedup": ratio(cost["decode"]["dense_tflops"], cost["decode"]["pruned_tflops"]),
+            "samples": {"dense_s_per_token": [median(x["steps"]) for x in dense],
+                        "wrapped_s_per_token": [median(x["steps"]) for x in wrapped]},
             "generated_tokens": wrapped[-1]["generated"],
             "method": "streamer timestamps between consecutive new tokens (steps 2..N); the prefill and first token excluded",
         }  # fmt: skip
