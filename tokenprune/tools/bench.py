@@ -248,9 +248,11 @@ class _HookClock:
 
 # -- measurements ---------------------------------------------------------------------------
 @contextmanager
-def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any]):
+def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any], compile_selection: bool = False):
     if wrapped:
         with pruned(model, strategy, **options) as handle:
+            if compile_selection:
+                handle.compile_selection()
             yield handle
     else:
         yield None
@@ -324,8 +326,10 @@ def _peak_bytes(fn: Callable[[], Any], device: str) -> int | None:
 class _Runner:
     """Holds the model, inputs and settings of one benchmark run."""
 
-    def __init__(self, model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, progress):
+    def __init__(self, model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, progress,
+                 compile_selection=False):  # fmt: skip
         self.model, self.shape, self.strategy, self.options = model, shape, strategy, options
+        self.compile_selection = compile_selection
         self.device, self.repeats, self.warmup, self.new_tokens = device, repeats, warmup, new_tokens
         self.batch, self.seed, self.say = batch, seed, progress
         self.stack = get_registry().adapter_for(model).locate(model)
@@ -349,7 +353,7 @@ class _Runner:
     # prefill ---------------------------------------------------------------------------------
     def prefill_once(self, wrapped: bool) -> dict[str, Any]:
         stack = self.stack
-        with _mode(self.model, wrapped, self.strategy, self.options) as handle:
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection) as handle:
             layers = list(handle.layers) if handle is not None else []
             first = layers[0] if layers else len(stack.layers)
             groups = {
@@ -378,7 +382,7 @@ class _Runner:
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
         streamer = StepStreamer(self.device)
         n = self.new_tokens
-        with _mode(self.model, wrapped, self.strategy, self.options), torch.inference_mode():
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection), torch.inference_mode():
             sync(self.device)
             start = time.perf_counter()
             out = self.model.generate(
@@ -393,7 +397,7 @@ class _Runner:
     # training --------------------------------------------------------------------------------
     def train_once(self, wrapped: bool) -> dict[str, Any]:
         model = self.model
-        with _mode(model, wrapped, self.strategy, self.options):
+        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             sync(self.device)
             start = time.perf_counter()
@@ -414,7 +418,7 @@ class _Runner:
             out.loss.backward()
             del out
 
-        with _mode(model, wrapped, self.strategy, self.options):
+        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             peak = _peak_bytes(step, self.device)
         model.zero_grad(set_to_none=True)
@@ -442,7 +446,7 @@ class _Runner:
                 out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
             del out
 
-        with _mode(self.model, wrapped, self.strategy, self.options):
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection):
             return _peak_bytes(step, self.device)
 
 
@@ -463,6 +467,7 @@ def run(
     train: bool = True,
     memory: bool = True,
     scaling: bool = False,
+    compile_selection: bool = False,
     progress: Callable[[str], None] | None = None,
     **shape_overrides: Any,
 ) -> dict[str, Any]:
@@ -486,6 +491,8 @@ def run(
         scaling: also time the dense language model alone at each stage's sequence length, which gives
             the speedup this machine's kernels allow for the schedule without any tokenprune code
             (``length_scaling`` in the result).
+        compile_selection: run the wrapped model's selection step compiled
+            (`WrapHandle.compile_selection`); the warm-up pairs pay the compile.
         progress: called with one line per phase step (``None``: silent).
         **shape_overrides: `BenchShape` fields, e.g. ``layers=16`` or ``images=5``.
     """
@@ -516,8 +523,11 @@ def run(
             f"on {device}, {torch.get_num_threads()} threads")  # fmt: skip
         model = build_model(shape, device, torch_dtype, seed)
         schedule = strategy_obj.scheduler.plan(shape.layers, [shape.visual_tokens])
-        runner = _Runner(model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, say)
-        return _measure(runner, schedule, torch_dtype, train, memory, scaling)
+        runner = _Runner(model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, say,
+                         compile_selection)  # fmt: skip
+        result = _measure(runner, schedule, torch_dtype, train, memory, scaling)
+        result["compile_selection"] = compile_selection
+        return result
     finally:
         torch.set_num_threads(previous_threads)
 

@@ -217,7 +217,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.strategy, options, shape=args.shape, scale=args.scale, device=args.device, dtype=args.dtype,
             repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, batch=args.batch,
             threads=args.threads or None, seed=args.seed, train=not args.no_train, memory=not args.no_memory,
-            scaling=args.length_scaling,
+            scaling=args.length_scaling, compile_selection=args.compile_selection,
             progress=None if args.quiet else bench.stderr_progress,
             layers=args.layers, hidden=args.hidden, intermediate=args.intermediate, heads=args.heads,
             kv_heads=args.kv_heads, images=args.images, text_tokens=args.text_tokens, answer_tokens=args.answer_tokens,
@@ -470,6 +470,10 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument(
         "--length-scaling", action="store_true",
         help="also time the dense language model at each stage's length: the speedup the kernels allow",
+    )  # fmt: skip
+    bench.add_argument(
+        "--compile-selection", action="store_true",
+        help="run the wrapped model's selection step compiled (WrapHandle.compile_selection; warm-up pays the compile)",
     )  # fmt: skip
     bench.add_argument(
         "--modes", metavar="LIST",
