@@ -262,7 +262,8 @@ def _bench_video(args: argparse.Namespace, options: dict) -> int:
     if not video_models.is_video_shape(shape):
         raise CliError(f"--video needs a video model shape: --shape {' or '.join(video_models.VIDEO_SHAPES)} (got {shape!r}).")
     refused = [flag for flag, on in (("--modes", args.modes), ("--images", args.images), ("--batch", args.batch > 1),
-                                     ("--answer-tokens", args.answer_tokens), ("--length-scaling", args.length_scaling))
+                                     ("--answer-tokens", args.answer_tokens), ("--length-scaling", args.length_scaling),
+                                     ("--compile-selection", args.compile_selection))
                if on]  # fmt: skip
     if refused:
         raise CliError(f"--video times one video prompt's prefill and decode; drop {', '.join(refused)}.")
