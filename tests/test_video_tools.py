@@ -50,10 +50,8 @@ def test_bench_video_times_a_temporal_strategy_next_to_its_flops_ideal(tmp_path)
     kept = get_registry().build("evs", ratio=0.5).projector.kept_count(64, (4, 4, 4))
     assert r["flops"]["llm_visual_tokens"] == kept < 64
     assert r["prefill"]["tokens_per_layer"]["projector"] == [kept]  # the wrapped forward kept what the cost model counts
-    dims = ModelDims(num_layers=4, hidden_size=224, intermediate_size=18944 // 16, num_heads=3, num_kv_heads=1,
-                     head_dim=224 // 3, vocab_size=1000)  # fmt: skip
-    assert sh["heads"] * (sh["hidden"] // sh["heads"]) == sh["hidden"]
-    dims = dims.with_(num_heads=sh["heads"], num_kv_heads=sh["kv_heads"], head_dim=sh["hidden"] // sh["heads"])
+    dims = ModelDims(num_layers=4, hidden_size=sh["hidden"], intermediate_size=sh["intermediate"], num_heads=sh["heads"],
+                     num_kv_heads=sh["kv_heads"], vocab_size=1000)  # the model as built: 1/16 width, 4 layers  # fmt: skip
     ideal = video_cost(dims, "qwen2.5-vl", VideoShape(8, 112, 112), get_registry().build("evs", ratio=0.5),
                        text_tokens=sh["text_tokens"])["full"]["ideal_speedup"]  # fmt: skip
     assert r["prefill"]["llm_ideal_speedup"] == pytest.approx(ideal, rel=0.02)  # LLM only: no LM-head token
