@@ -94,7 +94,8 @@ class HFDecoderAdapter(Adapter):
         sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rotate = _rotation(attn)
         q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention
+        if q.shape[1] != k.shape[1]:  # grouped-query attention (a copy of k; skipped without groups)
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
         if allowed is not None:  # None: every key is visible (known on the host), nothing to mask
             logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
@@ -113,5 +114,6 @@ class HFDecoderAdapter(Adapter):
         cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
         k = _rotation(attn)(k, cos, sin)
         heads = attn.q_proj.out_features // attn.head_dim
-        k = k.repeat_interleave(heads // k.shape[1], dim=1)  # grouped-query attention
+        if heads != k.shape[1]:  # grouped-query attention
+            k = k.repeat_interleave(heads // k.shape[1], dim=1)
         return k.transpose(1, 2).reshape(batch, n, -1)
