@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["sync", "StepStreamer"]
+__all__ = ["sync", "StepStreamer", "SpanClock"]
 
 
 def sync(device: str) -> None:
@@ -43,3 +44,33 @@ class StepStreamer:
     def steps(self) -> list[float]:
         """Durations of the decode steps after the first new token."""
         return [b - a for a, b in zip(self.times[1:], self.times[2:])]
+
+
+class SpanClock:
+    """Wall time from a module's first pre-hook to its last forward hook (e.g. the language model alone).
+
+    Registered with ``prepend=True`` for the pre-hook, so hooks already on the module (the engine's)
+    fall inside the span; summed over calls in ``seconds``. `remove` detaches it.
+    """
+
+    def __init__(self, module: nn.Module, device: str):
+        self.device = device
+        self.seconds = 0.0
+        self._start = 0.0
+        self._handles = [
+            module.register_forward_pre_hook(self._begin, prepend=True),
+            module.register_forward_hook(self._end),
+        ]
+
+    def _begin(self, module: nn.Module, args: Any) -> None:
+        sync(self.device)
+        self._start = time.perf_counter()
+
+    def _end(self, module: nn.Module, args: Any, output: Any) -> None:
+        sync(self.device)
+        self.seconds += time.perf_counter() - self._start
+
+    def remove(self) -> None:
+        """Detach both hooks."""
+        for handle in self._handles:
+            handle.remove()
