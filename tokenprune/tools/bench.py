@@ -42,16 +42,16 @@ import torch
 from torch import nn
 
 from ..api import pruned
-from ..engine.compat import cache_from_output
-from ..vision_language import runs_in_llm_only
 from ..cost import ModelDims, estimate, kv_cache_bytes
+from ..engine.compat import cache_from_output
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry
+from ..vision_language import runs_in_llm_only
 from .bench_common import cache_bytes, environment, median, parse_dtype, ratio, short
-from .clocks import SpanClock, StepStreamer, sync
+from .clocks import HookClock, SpanClock, StepStreamer, sync
 from .tiny_llava import LlavaDims, build_llava, llava_config
 
-__all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
+__all__ = ["SHAPES", "BenchShape", "build_config", "build_inputs", "build_model", "plot", "resolve_shape", "run"]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 TEXT_BEFORE_SHARE = 35 / 64  # LLaVA-1.5 chat template: ~35 tokens before the image, the question after
@@ -191,61 +191,6 @@ def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str =
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-# -- clocks ---------------------------------------------------------------------------------
-class _HookClock:
-    """Accumulates the wall time between a first and a last hook on a set of modules.
-
-    Registered after the engine's hooks: a pre-hook with ``prepend=True`` starts the clock and an
-    appended pre-hook stops it, so the interval is exactly the time the hooks in between took
-    (the engine's, plus any other hook already there). Forward (post) hooks are bracketed alike.
-    """
-
-    def __init__(self, groups: dict[str, Sequence[nn.Module]], device: str, post: Sequence[nn.Module] = ()):
-        self.device = device
-        self.seconds: dict[str, float] = {name: 0.0 for name in groups}
-        self._handles: list[Any] = []
-        self._start = 0.0
-        for name, modules in groups.items():
-            for module in modules:
-                self._handles.append(module.register_forward_pre_hook(self._begin, prepend=True))
-                self._handles.append(module.register_forward_pre_hook(self._ender(name)))
-        for module in post:
-            self.seconds.setdefault("post", 0.0)
-            self._handles.append(module.register_forward_hook(self._begin_post, prepend=True))
-            self._handles.append(module.register_forward_hook(self._ender_post("post")))
-
-    def _begin(self, module: nn.Module, args: Any) -> None:
-        sync(self.device)
-        self._start = time.perf_counter()
-
-    def _ender(self, name: str):
-        def end(module: nn.Module, args: Any) -> None:
-            sync(self.device)
-            self.seconds[name] += time.perf_counter() - self._start
-
-        return end
-
-    def _begin_post(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._begin(module, args)
-
-    def _ender_post(self, name: str):
-        end = self._ender(name)
-
-        def post(module: nn.Module, args: Any, output: Any) -> None:
-            end(module, args)
-
-        return post
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
 # -- measurements ---------------------------------------------------------------------------
 @contextmanager
 def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any], compile_selection: bool = False):
@@ -361,7 +306,7 @@ class _Runner:
                 "reduction_layers": [stack.layers[i] for i in layers],
                 "other_layers": [stack.layers[i] for i in range(first, len(stack.layers)) if i not in layers],
             }
-            hooks = _HookClock(groups, self.device, post=[stack.vlm])
+            hooks = HookClock(groups, self.device, post=[stack.vlm])
             llm = SpanClock(stack.language_model, self.device)
             try:
                 with torch.inference_mode():
