@@ -353,3 +353,29 @@ def test_compiled_selection_needs_an_llm_side_reduction():
     encoder = tokenprune.wrap(make_hf_clip().module, "tome", r=2)
     with pytest.raises(tokenprune.UnsupportedFeatureError, match="reduces no tokens inside an LLM"):
         encoder.tokenprune.compile_selection()
+
+
+@pytest.mark.parametrize("wrapped", [pytest.param(("llava", torch.float32, "pyramiddrop"), id="llava")], indirect=True)
+def test_compiled_selection_trains_like_eager(wrapped):
+    """A training step with the selection compiled (through AOTAutograd) gives the eager loss and gradients."""
+    family, model = wrapped
+    inputs = _inputs(model, family, "left_padded")
+    labels = inputs["input_ids"].clone()
+    labels[:, :-3] = -100
+
+    def step() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = model(**inputs, labels=labels).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    model.train()
+    try:
+        loss, grads = step()
+        model.tokenprune.compile_selection(backend="aot_eager")
+        compiled_loss, compiled_grads = step()
+    finally:
+        model.eval()
+        model.zero_grad()
+    assert torch.equal(loss, compiled_loss)
+    assert len(grads) == len(compiled_grads) and all(torch.equal(a, b) for a, b in zip(grads, compiled_grads))
