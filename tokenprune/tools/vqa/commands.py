@@ -55,8 +55,9 @@ def add_subcommands(sub: Any) -> None:
     ev.add_argument("--plot", metavar="PATH", help="write the accuracy-vs-FLOPs PNG (needs matplotlib)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument(
-        "--video", metavar="DIR",
-        help="evaluate a Moving-Shapes video model saved by examples/train_tiny_video_vqa.py instead: every temporal "
+        "--video", metavar="DIR", nargs="?", const="shipped",
+        help="evaluate the shipped Moving-Shapes video model (tokenprune/assets/tiny-video-qwen2vl), or the one saved "
+        "in DIR by examples/train_tiny_video_vqa.py, instead: every temporal "
         "strategy and the image strategies at ~50%% and ~25%% of the visual FLOPs (tokenprune.vqa_video.evaluate)",
     )  # fmt: skip
     ev.set_defaults(func=cmd_eval)
@@ -113,12 +114,14 @@ def _eval_video(args: argparse.Namespace) -> int:
     """``tokenprune eval --video DIR``: the video sweep on Moving-Shapes' test split."""
     from ...vqa_video import moving_shapes
     from ...vqa_video.evaluate import DEFAULT_POINTS, markdown_table, sweep
-    from ...vqa_video.model import TinyVideoVQA
+    from ...vqa_video.model import load_tiny_video_vqa
 
-    if not (Path(args.video) / "vocab.json").is_file():
-        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
+    try:
+        vqa = load_tiny_video_vqa(None if args.video == "shipped" else args.video)
+    except FileNotFoundError:
+        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).") from None
     points = [p for p in DEFAULT_POINTS if not args.strategy or p.strategy in args.strategy]
-    result = sweep(TinyVideoVQA.load(args.video), moving_shapes.split("test"), points, limit=args.limit,
+    result = sweep(vqa, moving_shapes.split("test"), points, limit=args.limit,
                    progress=None if args.no_progress else print)  # fmt: skip
     print(markdown_table(result))
     if args.json:

@@ -1,0 +1,51 @@
+"""The shipped tiny Moving-Shapes video model (``tokenprune/assets/tiny-video-qwen2vl``): small, stock, accurate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tokenprune.vqa_video import moving_shapes as ms
+from tokenprune.vqa_video.evaluate import evaluate
+from tokenprune.vqa_video.model import ASSET_DIR, VISUAL_TOKENS, load_tiny_video_vqa
+
+N = 240
+"""The first 240 test questions: 40 videos, 120 direction questions and 40 of each other kind."""
+FLOOR = 0.85
+"""Per-kind floor on that slice (the card gives the full split's accuracies)."""
+
+
+@pytest.fixture(scope="module")
+def vqa():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(min(2, previous))
+    yield load_tiny_video_vqa()
+    torch.set_num_threads(previous)
+
+
+def test_checkpoint_is_small_stock_safetensors_with_card():
+    files = {p.name: p.stat().st_size for p in ASSET_DIR.iterdir()}
+    assert {"model.safetensors", "config.json", "vocab.json", "MODEL_CARD.md"} <= set(files)
+    assert sum(files.values()) < 30e6
+    config = json.loads((ASSET_DIR / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2VLForConditionalGeneration"]
+
+
+def test_load_errors_name_the_training_script(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train_tiny_video_vqa.py"):
+        load_tiny_video_vqa(tmp_path)
+
+
+def test_dense_accuracy_floor_on_the_test_split(vqa):
+    result = evaluate(vqa, ms.split("test", size=N // 6), limit=N)
+    assert result["questions"] == N and result["flops_fraction"] == 1.0
+    for kind in ms.KINDS:
+        assert result[kind] >= FLOOR, (kind, result)
+
+
+def test_a_video_is_324_visual_tokens_over_9_steps(vqa):
+    ids = torch.tensor([vqa.prompt_ids("which way does the red shape move ?")])
+    assert int((ids == vqa.vocab.id("<|video_pad|>")).sum()) == VISUAL_TOKENS == 324
+    assert vqa.model.config.vision_config.temporal_patch_size == 2 and ms.STEPS * ms.FRAMES_PER_STEP == 18
