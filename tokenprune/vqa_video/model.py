@@ -43,9 +43,10 @@ class Vocab:
     words: tuple[str, ...]
 
     @classmethod
-    def default(cls) -> Vocab:
-        """The special tokens and every word Moving-Shapes questions and answers use."""
-        return cls((*SPECIAL_TOKENS, *ms.vocabulary()))
+    def default(cls, training_words: bool = False) -> Vocab:
+        """The special tokens and every word Moving-Shapes questions and answers use (``training_words``: and the
+        training-only questions' words, `moving_shapes.TRAINING_WORDS`)."""
+        return cls((*SPECIAL_TOKENS, *ms.vocabulary(training_words)))
 
     def id(self, token: str) -> int:
         """The id of ``token`` (``[UNK]`` for a word outside the vocabulary)."""

@@ -38,7 +38,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
     "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
-    "lookup_questions", "STEP_WORDS",
+    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS",
 ]  # fmt: skip
 
 STEPS = 9
@@ -222,12 +222,15 @@ def lookup_questions(video: Video, rng: np.random.Generator, n: int) -> list[Que
     return out
 
 
-def vocabulary() -> list[str]:
-    """Every word the questions and answers use (sorted), the training-only `lookup_questions` included."""
+TRAINING_WORDS = ("visible", "at", "step", "yes", "no", *STEP_WORDS)
+"""Words only the training-only questions use (`lookup_questions`, counts up to nine)."""
+
+
+def vocabulary(training_words: bool = False) -> list[str]:
+    """Every word the questions and answers use (sorted); ``training_words``: with `TRAINING_WORDS` too."""
     words = {"which", "way", "does", "the", "shape", "move", "?", "appear", "or", "leave", "how", "many", "times",
-             "is", "hidden", "first", ",", "appears", "leaves", "one", "two", "three", *COLORS, *DIRECTIONS,
-             "visible", "at", "step", "yes", "no", *STEP_WORDS}  # fmt: skip
-    return sorted(words)
+             "is", "hidden", "first", ",", "appears", "leaves", "one", "two", "three", *COLORS, *DIRECTIONS}  # fmt: skip
+    return sorted(words | set(TRAINING_WORDS if training_words else ()))
 
 
 def cell_labels(video: Video, cells: int = 6) -> tuple[np.ndarray, np.ndarray]:
