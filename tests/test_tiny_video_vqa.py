@@ -50,3 +50,12 @@ def test_a_video_is_324_visual_tokens_over_9_steps(vqa):
     ids = torch.tensor([vqa.prompt_ids("which way does the red shape move ?")])
     assert int((ids == vqa.vocab.id("<|video_pad|>")).sum()) == VISUAL_TOKENS == 324
     assert vqa.model.config.vision_config.temporal_patch_size == 2 and ms.STEPS * ms.FRAMES_PER_STEP == 18
+
+
+def test_eval_video_defaults_to_the_shipped_model(tmp_path):
+    from tokenprune.tools.cli import main
+
+    out = tmp_path / "sweep.json"
+    assert main(["eval", "--video", "--strategy", "evs", "--limit", "6", "--no-progress", "--json", str(out)]) == 0
+    runs = json.loads(out.read_text())["runs"]
+    assert [r["strategy"] for r in runs] == ["dense", "evs", "evs"] and runs[0]["all"] > 0.5
