@@ -9,7 +9,6 @@ so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any c
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import torch
