@@ -204,7 +204,7 @@ class Adapter(ABC):
         hidden: Tensor,
         position_embeddings: tuple[Tensor, Tensor],
         query: Tensor,
-        allowed: Tensor,
+        allowed: Tensor | None,
     ) -> Tensor:
         """Head-mean attention probabilities of the query rows, as ``layer`` would compute them.
 
@@ -213,7 +213,9 @@ class Adapter(ABC):
             hidden: ``(B, n, d)`` the layer's input.
             position_embeddings: ``(cos, sin)``, each ``(B, n, head_dim)``.
             query: ``(B, Q)`` slot indices of the query rows.
-            allowed: ``(B, Q, n)`` which keys each query row may see.
+            allowed: ``(B, Q, n)`` which keys each query row may see; ``None`` when every row sees every
+                key (the engine knows this on the host: one query, the last slot, no padding), so
+                nothing needs masking.
 
         Returns:
             ``(B, Q, n)`` probabilities (rows sum to 1 over allowed keys).

@@ -9,6 +9,7 @@ Family adapters only add their ``model_types`` and visual-token ids.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -18,6 +19,28 @@ from ..engine.placement import execution_device
 from .base import Adapter, DecoderStack
 
 __all__ = ["HFDecoderAdapter"]
+
+
+def _rotation(attn: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``rotate(x, cos, sin)``: the model's rotary embedding applied to one ``(B, H, n, d)`` tensor.
+
+    transformers' ``apply_rotary_pos_emb`` rotates a (q, k) pair that shares one table, and here q
+    (the query rows) and k (every slot) have tables of different lengths. Where the family module
+    has the standard ``rotate_half`` (every family this adapter serves), the same expression is
+    applied to the one tensor: the same operations in the same order, so the result is bitwise the
+    model's. Elsewhere the model's function is called with an empty partner tensor.
+    """
+    module = sys.modules[type(attn).__module__]
+    rotate_half = getattr(module, "rotate_half", None)
+    if rotate_half is None:
+        rope = module.apply_rotary_pos_emb
+        return lambda x, cos, sin: rope(x[:, :0], x, cos, sin)[1]
+
+    def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return (x * cos) + (rotate_half(x) * sin)
+
+    return rotate
 
 
 class HFDecoderAdapter(Adapter):
@@ -50,7 +73,7 @@ class HFDecoderAdapter(Adapter):
         hidden: Tensor,
         position_embeddings: tuple[Tensor, Tensor],
         query: Tensor,
-        allowed: Tensor,
+        allowed: Tensor | None,
     ) -> Tensor:
         attn = layer.self_attn
         # Under a device map the pre-hook sees the previous layer's device; with offloading the
@@ -69,14 +92,13 @@ class HFDecoderAdapter(Adapter):
         cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
         cos_q = cos.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
         sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
-        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        # The model's own rotary function rotates a (q, k) pair; the other half of each call is given zero
-        # heads (it broadcasts to an empty tensor), so each tensor is rotated once, not twice.
-        q = rope(q, q[:, :0], cos_q, sin_q)[0]
-        k = rope(k[:, :0], k, cos, sin)[1]
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # grouped-query attention
+        rotate = _rotation(attn)
+        q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
+        if q.shape[1] != k.shape[1]:  # grouped-query attention (a copy of k; skipped without groups)
+            k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
-        logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
+        if allowed is not None:  # None: every key is visible (known on the host), nothing to mask
+            logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return torch.softmax(logits, dim=-1, dtype=dtype).mean(dim=1)
 
@@ -90,7 +112,8 @@ class HFDecoderAdapter(Adapter):
             k = attn.k_norm(k)
         k = k.transpose(1, 2)
         cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
-        k = sys.modules[type(attn).__module__].apply_rotary_pos_emb(k[:, :0], k, cos, sin)[1]  # k rotated once
+        k = _rotation(attn)(k, cos, sin)
         heads = attn.q_proj.out_features // attn.head_dim
-        k = k.repeat_interleave(heads // k.shape[1], dim=1)  # grouped-query attention
+        if heads != k.shape[1]:  # grouped-query attention
+            k = k.repeat_interleave(heads // k.shape[1], dim=1)
         return k.transpose(1, 2).reshape(batch, n, -1)

@@ -90,6 +90,9 @@ class ScoreContext:
     grid: tuple[int, int, int] | None = None
     """``(frames, rows, cols)`` of the candidate tokens in raster order, when the engine knows it (Qwen-VL's
     merged token grid of one image); ``None``: spatial reducers read the candidates as a square grid."""
+    visual_counts: tuple[int, ...] | None = None
+    """Visual tokens each sample holds now, on the host (the LLM engine's plan); ``None`` when not known.
+    Lets a component that needs counts avoid reading ``visual`` back from the device."""
 
     def attention(self) -> Tensor:
         """``(B, n)`` attention the query token(s) pay to every slot.

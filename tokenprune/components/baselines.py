@@ -25,14 +25,32 @@ class RandomScorer(Scorer):
         self.seed = int(seed)
 
     def score(self, ctx: ScoreContext) -> Tensor:
+        counts = getattr(ctx, "visual_counts", None)
+        if counts is not None:  # the counts are on the host: draw there, place the draws on the device
+            return self._placed(ctx, counts)
         scores = torch.zeros(ctx.visual.shape, dtype=torch.float64)
         visual = ctx.visual.cpu()
         for b in range(visual.shape[0]):
             slots = visual[b].nonzero().squeeze(1)
-            key = (self.seed * 1_000_003 + ctx.layer_index * 10_007 + len(slots)) % (2**63 - 1)
-            generator = torch.Generator().manual_seed(key)
-            scores[b, slots] = torch.rand(len(slots), generator=generator, dtype=torch.float64)
+            scores[b, slots] = self._draws(ctx.layer_index, len(slots))
         return scores.to(ctx.visual.device)
+
+    def _draws(self, layer: int, count: int) -> Tensor:
+        """The ``count`` draws of a sample holding ``count`` visual tokens at ``layer`` (CPU, float64)."""
+        key = (self.seed * 1_000_003 + layer * 10_007 + count) % (2**63 - 1)
+        return torch.rand(count, generator=torch.Generator().manual_seed(key), dtype=torch.float64)
+
+    def _placed(self, ctx: ScoreContext, counts: tuple[int, ...]) -> Tensor:
+        """The same scores without a device read: the ``j``-th visual slot of a row takes the ``j``-th draw."""
+        visual = ctx.visual
+        width = max(counts, default=0)
+        if width == 0:
+            return torch.zeros(visual.shape, dtype=torch.float64, device=visual.device)
+        draws = torch.zeros(len(counts), width, dtype=torch.float64)
+        for b, count in enumerate(counts):
+            draws[b, :count] = self._draws(ctx.layer_index, count)
+        rank = (visual.long().cumsum(1) - 1).clamp(0, width - 1)
+        return torch.where(visual, draws.to(visual.device).gather(1, rank), 0.0)
 
     def __repr__(self) -> str:
         return f"RandomScorer(seed={self.seed})"
@@ -55,16 +73,26 @@ def stride_mask(candidates: Tensor, n_keep: Tensor) -> Tensor:
 
     Deterministic, keeps the first and the last candidate when ``k >= 2``, and spreads the rest evenly
     over the row-major token order (vtbench's ``identity`` baseline).
+
+    Computed for all rows at once on the device, with no host read: the ``j``-th pick is evaluated the
+    way ``torch.linspace`` evaluates its ``j``-th point in float64 (``j * step`` for the first half,
+    ``end - (k - 1 - j) * step`` for the second), so the picks are exactly ``linspace``'s, row by row.
     """
-    keep = torch.zeros_like(candidates)
-    for b in range(candidates.shape[0]):
-        slots = candidates[b].nonzero().squeeze(1)
-        k = min(int(n_keep[b]), len(slots))
-        if k == 0:
-            continue
-        picks = torch.linspace(0, len(slots) - 1, k, dtype=torch.float64).round().long() if k > 1 else torch.zeros(1, dtype=torch.long)
-        keep[b, slots[picks.to(slots.device)]] = True
-    return keep
+    batch, n = candidates.shape
+    device = candidates.device
+    total = candidates.sum(1, keepdim=True)  # (B, 1) candidates per row
+    k = torch.minimum(n_keep.to(device).view(batch, 1), total)  # (B, 1) picks per row
+    j = torch.arange(n, device=device).unsqueeze(0)  # (1, n) pick index
+    end = (total - 1).to(torch.float64)
+    step = end / (k - 1).clamp(min=1).to(torch.float64)
+    first_half = j < k // 2
+    point = torch.where(first_half, j * step, end - (k - 1 - j) * step)
+    point = torch.where(k == 1, 0.0, point)  # linspace with one point gives its start
+    picks = point.round().long().clamp(0, n - 1)  # rank among the row's candidates
+    chosen = torch.zeros(batch, n + 1, dtype=torch.bool, device=device)
+    chosen.scatter_(1, torch.where(j < k, picks, n), True)  # unused picks land in the spare column n
+    rank = (candidates.long().cumsum(1) - 1).clamp(min=0)
+    return candidates & chosen[:, :n].gather(1, rank)
 
 
 class StrideDrop(Reducer):

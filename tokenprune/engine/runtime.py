@@ -33,11 +33,12 @@ from ..schedule import Schedule
 from .compat import cache_from_kwargs
 from .hooks import HookOwner
 from .cache_kinds import check_cache, fit_static_layers, static_capacity
+from .boundary import reduce_boundary
+from .compiled_selection import compiled_boundary
 from .decode import decode_layer, prepare_columns
 from .loss import AlignedLoss
 from .masks import gather_rows, prefill_mask, query_visibility
 from .plan import counted, plan_boundary, read_layout
-from .selection import select
 from .sharding import require_gathered
 from .state import (
     RECORD_ATTR,
@@ -124,6 +125,9 @@ class Engine(HookOwner):
             )
         super().__init__()
         self._latest = CallState()  # the last completed call in any thread, for readers elsewhere
+        # `compile_selection`'s (backend, mode); kept as settings, not as the compiled function, so that
+        # deep copies and pickles of a wrapped model still work
+        self._compiled: tuple[str, str | None] | None = None
         self._loss_owner: nn.Module | None = None
         self._saved_loss: Any = _UNSET
 
@@ -149,6 +153,16 @@ class Engine(HookOwner):
     def final(self) -> tuple[int, Stage] | None:
         """``(original length, last stage)`` of this thread's last prefill, if it removed tokens."""
         return self._call.final
+
+    def compile_selection(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """Run every reduction's selection step compiled (`engine.compiled_selection`)."""
+        compiled_boundary(backend, mode)  # fails here, not in the first forward, where torch.compile cannot run
+        self._compiled = (backend, mode)
+
+    @property
+    def boundary_step(self):
+        """The boundary step this engine runs: `reduce_boundary`, or its compiled form after `compile_selection`."""
+        return reduce_boundary if self._compiled is None else compiled_boundary(*self._compiled)
 
     # -- installation -------------------------------------------------------------------------
     def install(self) -> None:
@@ -277,11 +291,13 @@ class Engine(HookOwner):
             if any(no_query):
                 keep = tuple(tuple(n if skip else k for k, n, skip in zip(row, num_visual, no_query)) for row in schedule.keep)
                 schedule = Schedule(schedule.num_layers, schedule.layers, schedule.num_visual, keep)
-        positions = torch.arange(length, device=visual.device).expand(batch, -1)
+        # A tensor of its own (not an expanded view): every stage's positions then look alike to a compiled
+        # boundary step, so the first boundary does not compile a graph of its own.
+        positions = torch.arange(length, device=visual.device).repeat(batch, 1)
         first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded)
         return ForwardState(
             length=length, schedule=schedule, query=query, query_weight=weight, stages=[first], layout=layout,
-            capacity=static_capacity(cache),
+            capacity=static_capacity(cache), last_query=not training,
         )  # fmt: skip
 
     def _queries(self, valid: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -346,15 +362,16 @@ class Engine(HookOwner):
         plan = plan_boundary(state.layout, prev.counts, target)
         if not plan.removes:
             return None  # this boundary removes nothing in any sample (known on the host)
-        device = prev.idx.device
-        is_query = torch.zeros_like(prev.valid)
-        query = self._query_slots(state, prev)
-        is_query.scatter_(1, query, True)
-        candidates = prev.visual & ~is_query
-        n_keep = torch.tensor(plan.n_keep, device=device)
+        # The query is the last slot when it is the last real token and no slot is a filler (host-known).
+        last_slot = state.last_query and bool(prev.all_valid)
+        query = self._query_slots(state, prev, last_slot)
+        n_keep = torch.tensor(plan.n_keep, device=prev.idx.device)
         mask = self._stage_mask(state, prev, kwargs.get("attention_mask"), hidden.dtype)
+        full_rope = kwargs.get("position_embeddings")
         rope = self._stage_rope(state, prev, kwargs, hidden)
         previous = state.memo.pop(("previous", index), None)
+        # ... and then, without a mask, it sees every slot with weight 1: no visibility mask, no mean over rows.
+        sees_all = last_slot and mask is None
 
         def source(layer: str) -> tuple[nn.Module, Tensor, Any, Any]:
             """(module, input hidden, rotary tables, mask) of the chosen layer on the current slots."""
@@ -376,16 +393,19 @@ class Engine(HookOwner):
             visual=prev.visual,
             query=query,
             query_weight=state.query_weight,
-            _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight),
+            _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight, sees_all),
             _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight),
             _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
             stage=step,
+            visual_counts=prev.counts,
         )
         exact = self.strategy.reducer.exact_count
-        chosen = select(
-            ctx, self.strategy.scorer, self.strategy.reducer, candidates, n_keep,
-            protected=(prev.valid & ~prev.visual) | (prev.visual & is_query), width=plan.width if exact else None,
+        gather_rope = full_rope is not None and self.strategy.positions != "compact"
+        done = self.boundary_step(
+            ctx, self.strategy.scorer, self.strategy.reducer, n_keep, plan.width if exact else None,
+            rope if gather_rope else None,
         )  # fmt: skip
+        chosen = done.chosen
         if chosen.reduction.proportional_attention:
             raise UnsupportedFeatureError(
                 f"{self.strategy.reducer!r} asks for proportional attention, which only vision-encoder blocks apply; "
@@ -393,29 +413,39 @@ class Engine(HookOwner):
             )
         if not exact:  # the reducer decided its own counts: read them once
             plan = counted(chosen.keep, prev.visual, plan)
-        sel, sel_valid = chosen.index, chosen.valid
         stage = Stage(
             layer=index,
-            idx=prev.idx.gather(1, sel),
-            valid=sel_valid,
-            visual=prev.visual.gather(1, sel) & sel_valid,
+            idx=done.idx,
+            valid=chosen.valid,
+            visual=done.visual,
             counts=plan.visual,
             all_valid=plan.all_valid,
         )
+        if gather_rope:  # the stage's rotary rows came with the boundary: its layers reuse them
+            state.memo[("rope", index)] = [(full_rope, done.rope)]
         if self.strategy.positions == "compact":
             stage.shift = self._compact_shift(stage, kwargs, state)
         state.stages.append(stage)
         self._publish(state, cache_from_kwargs(kwargs))
         return chosen.features
 
-    def _attention(self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor) -> Tensor:
+    def _attention(
+        self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor, sees_all: bool = False
+    ) -> Tensor:
+        """``(B, n)`` weighted attention of the ``query`` rows; ``sees_all``: one unit-weight row per sample
+        that sees every slot (host-known), so the visibility mask and the mean over rows are skipped."""
+        if sees_all:
+            return self.adapter.query_attention(module, hidden, rope, query, None).squeeze(1)
         allowed = query_visibility(mask, stage.idx, stage.valid, query)
         probs = self.adapter.query_attention(module, hidden, rope, query, allowed)  # (B, Q, n)
         weight = weight.to(device=probs.device, dtype=probs.dtype).unsqueeze(-1)
         # A zero-weight row (padding, a filler slot) may see no key at all: its NaN must not spread.
         return torch.where(weight != 0, probs * weight, 0.0).sum(1)
 
-    def _query_slots(self, state: ForwardState, stage: Stage) -> Tensor:
+    def _query_slots(self, state: ForwardState, stage: Stage, last_slot: bool = False) -> Tensor:
+        """``(B, Q)`` slot index of each query token in ``stage`` (``last_slot``: known to be the last slot)."""
+        if last_slot:
+            return torch.full((stage.idx.shape[0], 1), stage.width - 1, dtype=torch.long, device=stage.idx.device)
         match = stage.idx.unsqueeze(1) == state.query.to(stage.idx.device).unsqueeze(2)  # (B, Q, n)
         return match.int().argmax(-1)
 

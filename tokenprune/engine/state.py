@@ -70,6 +70,9 @@ class ForwardState:
         memo: sliced masks and rotary tables, computed once per stage and reused by its layers.
         record: where stages are published for decode (``None`` without a cache).
         capacity: ``max_cache_len`` of a static cache (``None``: a dynamic cache or none).
+        last_query: inference: one query row per sample, weight 1, the last real token (host-known). With
+            no filler slot and no mask the query is then the last slot and sees every slot, so the
+            scoring step needs neither a visibility mask nor a weighted mean over query rows.
     """
 
     length: int
@@ -81,6 +84,7 @@ class ForwardState:
     memo: dict[Any, Any] = field(default_factory=dict)
     record: CacheRecord | None = None
     capacity: int | None = None
+    last_query: bool = False
 
     @property
     def current(self) -> Stage:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -43,17 +41,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from ..api import pruned
-from ..engine.compat import cache_from_output
-from ..vision_language import runs_in_llm_only
 from ..cost import ModelDims, estimate, kv_cache_bytes
+from ..engine.compat import cache_from_output
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry
-from .clocks import StepStreamer, sync
+from ..vision_language import runs_in_llm_only
+from .bench_common import cache_bytes, environment, median, parse_dtype, ratio, short
+from .clocks import HookClock, SpanClock, StepStreamer, sync
 from .tiny_llava import LlavaDims, build_llava, llava_config
 
-__all__ = ["BenchShape", "SHAPES", "resolve_shape", "build_config", "build_model", "build_inputs", "run", "plot"]
+__all__ = ["SHAPES", "BenchShape", "build_config", "build_inputs", "build_model", "plot", "resolve_shape", "run"]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 TEXT_BEFORE_SHARE = 35 / 64  # LLaVA-1.5 chat template: ~35 tokens before the image, the question after
@@ -193,111 +191,16 @@ def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str =
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-# -- clocks ---------------------------------------------------------------------------------
-class _HookClock:
-    """Accumulates the wall time between a first and a last hook on a set of modules.
-
-    Registered after the engine's hooks: a pre-hook with ``prepend=True`` starts the clock and an
-    appended pre-hook stops it, so the interval is exactly the time the hooks in between took
-    (the engine's, plus any other hook already there). Forward (post) hooks are bracketed alike.
-    """
-
-    def __init__(self, groups: dict[str, Sequence[nn.Module]], device: str, post: Sequence[nn.Module] = ()):
-        self.device = device
-        self.seconds: dict[str, float] = {name: 0.0 for name in groups}
-        self._handles: list[Any] = []
-        self._start = 0.0
-        for name, modules in groups.items():
-            for module in modules:
-                self._handles.append(module.register_forward_pre_hook(self._begin, prepend=True))
-                self._handles.append(module.register_forward_pre_hook(self._ender(name)))
-        for module in post:
-            self.seconds.setdefault("post", 0.0)
-            self._handles.append(module.register_forward_hook(self._begin_post, prepend=True))
-            self._handles.append(module.register_forward_hook(self._ender_post("post")))
-
-    def _begin(self, module: nn.Module, args: Any) -> None:
-        sync(self.device)
-        self._start = time.perf_counter()
-
-    def _ender(self, name: str):
-        def end(module: nn.Module, args: Any) -> None:
-            sync(self.device)
-            self.seconds[name] += time.perf_counter() - self._start
-
-        return end
-
-    def _begin_post(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._begin(module, args)
-
-    def _ender_post(self, name: str):
-        end = self._ender(name)
-
-        def post(module: nn.Module, args: Any, output: Any) -> None:
-            end(module, args)
-
-        return post
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-
-class _SpanClock:
-    """Wall time from a module's first pre-hook to its last forward hook (e.g. the language model)."""
-
-    def __init__(self, module: nn.Module, device: str):
-        self.device = device
-        self.seconds = 0.0
-        self._start = 0.0
-        self._handles = [
-            module.register_forward_pre_hook(self._begin, prepend=True),
-            module.register_forward_hook(self._end),
-        ]
-
-    def _begin(self, module: nn.Module, args: Any) -> None:
-        sync(self.device)
-        self._start = time.perf_counter()
-
-    def _end(self, module: nn.Module, args: Any, output: Any) -> None:
-        sync(self.device)
-        self.seconds += time.perf_counter() - self._start
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
 # -- measurements ---------------------------------------------------------------------------
 @contextmanager
-def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any]):
+def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any], compile_selection: bool = False):
     if wrapped:
         with pruned(model, strategy, **options) as handle:
+            if compile_selection:
+                handle.compile_selection()
             yield handle
     else:
         yield None
-
-
-def _cache_bytes(cache: Any) -> tuple[int, list[int]]:
-    """Total bytes of the keys and values a transformers cache holds, and positions per layer."""
-    layers = getattr(cache, "layers", None)
-    pairs: list[tuple[Any, Any]]
-    if layers is not None:
-        pairs = [(getattr(layer, "keys", None), getattr(layer, "values", None)) for layer in layers]
-    else:  # older caches
-        pairs = list(zip(cache.key_cache, cache.value_cache))
-    total, lengths = 0, []
-    for keys, values in pairs:
-        for t in (keys, values):
-            if isinstance(t, torch.Tensor):
-                total += t.numel() * t.element_size()
-        lengths.append(int(keys.shape[-2]) if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0)
-    return total, lengths
 
 
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
@@ -365,19 +268,13 @@ def _peak_bytes(fn: Callable[[], Any], device: str) -> int | None:
     return _cpu_peak_bytes(fn)
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else math.nan
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
-
-
 class _Runner:
     """Holds the model, inputs and settings of one benchmark run."""
 
-    def __init__(self, model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, progress):
+    def __init__(self, model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, progress,
+                 compile_selection=False):  # fmt: skip
         self.model, self.shape, self.strategy, self.options = model, shape, strategy, options
+        self.compile_selection = compile_selection
         self.device, self.repeats, self.warmup, self.new_tokens = device, repeats, warmup, new_tokens
         self.batch, self.seed, self.say = batch, seed, progress
         self.stack = get_registry().adapter_for(model).locate(model)
@@ -395,13 +292,13 @@ class _Runner:
             order = (False, True) if i % 2 == 0 else (True, False)
             for is_wrapped in order:
                 (wrapped if is_wrapped else dense).append(once(is_wrapped))
-            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {_short(dense[-1])}  wrapped {_short(wrapped[-1])}")
+            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {short(dense[-1])}  wrapped {short(wrapped[-1])}")
         return dense, wrapped
 
     # prefill ---------------------------------------------------------------------------------
     def prefill_once(self, wrapped: bool) -> dict[str, Any]:
         stack = self.stack
-        with _mode(self.model, wrapped, self.strategy, self.options) as handle:
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection) as handle:
             layers = list(handle.layers) if handle is not None else []
             first = layers[0] if layers else len(stack.layers)
             groups = {
@@ -409,8 +306,8 @@ class _Runner:
                 "reduction_layers": [stack.layers[i] for i in layers],
                 "other_layers": [stack.layers[i] for i in range(first, len(stack.layers)) if i not in layers],
             }
-            hooks = _HookClock(groups, self.device, post=[stack.vlm])
-            llm = _SpanClock(stack.language_model, self.device)
+            hooks = HookClock(groups, self.device, post=[stack.vlm])
+            llm = SpanClock(stack.language_model, self.device)
             try:
                 with torch.inference_mode():
                     sync(self.device)
@@ -421,7 +318,7 @@ class _Runner:
             finally:
                 hooks.remove()
                 llm.remove()
-            kv, lengths = _cache_bytes(cache_from_output(out))
+            kv, lengths = cache_bytes(cache_from_output(out))
             visual = None if handle is None or handle.stats is None else [list(r) for r in handle.stats.visual_tokens]
         return {"seconds": seconds, "llm_seconds": llm.seconds, "hooks": dict(hooks.seconds), "hook_seconds": hooks.total,
                 "kv_bytes": kv, "kv_lengths": lengths, "visual_tokens": visual}  # fmt: skip
@@ -430,7 +327,7 @@ class _Runner:
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
         streamer = StepStreamer(self.device)
         n = self.new_tokens
-        with _mode(self.model, wrapped, self.strategy, self.options), torch.inference_mode():
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection), torch.inference_mode():
             sync(self.device)
             start = time.perf_counter()
             out = self.model.generate(
@@ -445,7 +342,7 @@ class _Runner:
     # training --------------------------------------------------------------------------------
     def train_once(self, wrapped: bool) -> dict[str, Any]:
         model = self.model
-        with _mode(model, wrapped, self.strategy, self.options):
+        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             sync(self.device)
             start = time.perf_counter()
@@ -466,7 +363,7 @@ class _Runner:
             out.loss.backward()
             del out
 
-        with _mode(model, wrapped, self.strategy, self.options):
+        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             peak = _peak_bytes(step, self.device)
         model.zero_grad(set_to_none=True)
@@ -494,33 +391,8 @@ class _Runner:
                 out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
             del out
 
-        with _mode(self.model, wrapped, self.strategy, self.options):
+        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection):
             return _peak_bytes(step, self.device)
-
-
-def _short(sample: Any) -> str:
-    seconds = sample["seconds"] if isinstance(sample, dict) else sample
-    return f"{seconds:.3f}s"
-
-
-def _environment(device: str) -> dict[str, Any]:
-    import transformers
-
-    env: dict[str, Any] = {
-        "tokenprune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "device": device,
-    }  # fmt: skip
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        env["cpu"] = names[0] if names else platform.processor()
-    except OSError:
-        env["cpu"] = platform.processor()
-    if str(device).startswith("cuda"):
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
 
 
 def run(
@@ -540,6 +412,7 @@ def run(
     train: bool = True,
     memory: bool = True,
     scaling: bool = False,
+    compile_selection: bool = False,
     progress: Callable[[str], None] | None = None,
     **shape_overrides: Any,
 ) -> dict[str, Any]:
@@ -563,6 +436,8 @@ def run(
         scaling: also time the dense language model alone at each stage's sequence length, which gives
             the speedup this machine's kernels allow for the schedule without any tokenprune code
             (``length_scaling`` in the result).
+        compile_selection: run the wrapped model's selection step compiled
+            (`WrapHandle.compile_selection`); the warm-up pairs pay the compile.
         progress: called with one line per phase step (``None``: silent).
         **shape_overrides: `BenchShape` fields, e.g. ``layers=16`` or ``images=5``.
     """
@@ -582,7 +457,7 @@ def run(
         shape = resolve_shape(shape, scale, device, **shape_overrides)
     elif shape_overrides:
         shape = replace(shape, **{k: v for k, v in shape_overrides.items() if v is not None})
-    torch_dtype = _dtype(dtype, device)
+    torch_dtype = parse_dtype(dtype, device)
     say = progress or (lambda line: None)
     previous_threads = torch.get_num_threads()
     if threads:
@@ -593,20 +468,13 @@ def run(
             f"on {device}, {torch.get_num_threads()} threads")  # fmt: skip
         model = build_model(shape, device, torch_dtype, seed)
         schedule = strategy_obj.scheduler.plan(shape.layers, [shape.visual_tokens])
-        runner = _Runner(model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, say)
-        return _measure(runner, schedule, torch_dtype, train, memory, scaling)
+        runner = _Runner(model, shape, strategy, options, device, repeats, warmup, new_tokens, batch, seed, say,
+                         compile_selection)  # fmt: skip
+        result = _measure(runner, schedule, torch_dtype, train, memory, scaling)
+        result["compile_selection"] = compile_selection
+        return result
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _dtype(name: str | None, device: str) -> torch.dtype:
-    if name is None:
-        return torch.float32 if str(device).startswith("cpu") else torch.bfloat16
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
-    if name not in table:
-        raise ValueError(f"Unknown dtype {name!r}; use one of {', '.join(table)}.")
-    return table[name]
 
 
 def _measure(
@@ -646,7 +514,7 @@ def _measure(
             "weights": f"random (HF init), seed {r.seed}",
             "parameters": sum(p.numel() for p in model.parameters()),
         },
-        "environment": _environment(r.device),
+        "environment": environment(r.device),
         "protocol": {
             "repeats": r.repeats,
             "warmup_pairs": r.warmup,
@@ -659,23 +527,23 @@ def _measure(
     # prefill
     r.say("prefill: dense vs. wrapped (one forward with use_cache=True, logits_to_keep=1)")
     dense, wrapped = r._alternate("prefill", r.prefill_once)
-    d_s, w_s = _median([x["seconds"] for x in dense]), _median([x["seconds"] for x in wrapped])
-    d_llm, w_llm = _median([x["llm_seconds"] for x in dense]), _median([x["llm_seconds"] for x in wrapped])
+    d_s, w_s = median([x["seconds"] for x in dense]), median([x["seconds"] for x in wrapped])
+    d_llm, w_llm = median([x["llm_seconds"] for x in dense]), median([x["llm_seconds"] for x in wrapped])
     result["prefill"] = {
-        "dense_s": d_s, "wrapped_s": w_s, "speedup": _ratio(d_s, w_s),
+        "dense_s": d_s, "wrapped_s": w_s, "speedup": ratio(d_s, w_s),
         "ideal_speedup": prefill_cost.ideal_speedup_with_vision,
-        "pair_speedup_median": _median([a["seconds"] / b["seconds"] for a, b in zip(dense, wrapped)]),
-        "llm_dense_s": d_llm, "llm_wrapped_s": w_llm, "llm_speedup": _ratio(d_llm, w_llm),
+        "pair_speedup_median": median([a["seconds"] / b["seconds"] for a, b in zip(dense, wrapped)]),
+        "llm_dense_s": d_llm, "llm_wrapped_s": w_llm, "llm_speedup": ratio(d_llm, w_llm),
         "llm_ideal_speedup": llm_cost.ideal_speedup,
-        "llm_pair_speedup_median": _median([a["llm_seconds"] / b["llm_seconds"] for a, b in zip(dense, wrapped)]),
+        "llm_pair_speedup_median": median([a["llm_seconds"] / b["llm_seconds"] for a, b in zip(dense, wrapped)]),
         "samples": {"dense_s": [x["seconds"] for x in dense], "wrapped_s": [x["seconds"] for x in wrapped],
                     "llm_dense_s": [x["llm_seconds"] for x in dense], "llm_wrapped_s": [x["llm_seconds"] for x in wrapped]},
         "visual_tokens_per_layer": wrapped[-1]["visual_tokens"],
     }  # fmt: skip
     result["prefill"]["ratio_to_ideal"] = result["prefill"]["speedup"] / result["prefill"]["ideal_speedup"]
     result["prefill"]["llm_ratio_to_ideal"] = result["prefill"]["llm_speedup"] / result["prefill"]["llm_ideal_speedup"]
-    hook_dense = _median([x["hook_seconds"] for x in dense])
-    hook_wrapped = _median([x["hook_seconds"] for x in wrapped])
+    hook_dense = median([x["hook_seconds"] for x in dense])
+    hook_wrapped = median([x["hook_seconds"] for x in wrapped])
     groups = wrapped[0]["hooks"].keys()
     result["overhead"] = {
         "method": "wall time inside tokenprune's hooks during the wrapped prefill: a timing pre-hook registered "
@@ -683,15 +551,15 @@ def _measure(
                   "the same around the VLM's forward hooks) bracket the engine's hooks; median over the wrapped "
                   "runs, minus the same brackets in the dense runs",
         "hook_s": hook_wrapped - hook_dense, "hook_wrapped_s": hook_wrapped, "hook_dense_s": hook_dense,
-        "by_group_s": {g: _median([x["hooks"][g] for x in wrapped]) for g in groups},
+        "by_group_s": {g: median([x["hooks"][g] for x in wrapped]) for g in groups},
         "fraction_of_dense_prefill": (hook_wrapped - hook_dense) / d_s,
         "fraction_of_dense_llm_prefill": (hook_wrapped - hook_dense) / d_llm,
     }  # fmt: skip
     kv_dense, kv_wrapped = dense[-1]["kv_bytes"], wrapped[-1]["kv_bytes"]
     result["kv_cache_bytes"] = {
-        "dense": kv_dense, "wrapped": kv_wrapped, "ratio": _ratio(kv_dense, kv_wrapped),
+        "dense": kv_dense, "wrapped": kv_wrapped, "ratio": ratio(kv_dense, kv_wrapped),
         "model_dense": kv_model["dense"], "model_wrapped": kv_model["wrapped"],
-        "model_ratio": _ratio(kv_model["dense"], kv_model["wrapped"]),
+        "model_ratio": ratio(kv_model["dense"], kv_model["wrapped"]),
         "dense_positions_per_layer": dense[-1]["kv_lengths"], "wrapped_positions_per_layer": wrapped[-1]["kv_lengths"],
         "method": "sum of numel x element_size of every key and value tensor of the cache returned by the prefill",
     }  # fmt: skip
@@ -703,16 +571,16 @@ def _measure(
     if r.new_tokens:
         r.say(f"decode: greedy generate of {r.new_tokens} tokens, each step timed by a streamer")
         dense, wrapped = r._alternate("decode", r.generate_once)
-        d_step = _median([s for x in dense for s in x["steps"]])
-        w_step = _median([s for x in wrapped for s in x["steps"]])
-        d_runs, w_runs = [_median(x["steps"]) for x in dense], [_median(x["steps"]) for x in wrapped]
-        d_gen, w_gen = _median([x["seconds"] for x in dense]), _median([x["seconds"] for x in wrapped])
+        d_step = median([s for x in dense for s in x["steps"]])
+        w_step = median([s for x in wrapped for s in x["steps"]])
+        d_runs, w_runs = [median(x["steps"]) for x in dense], [median(x["steps"]) for x in wrapped]
+        d_gen, w_gen = median([x["seconds"] for x in dense]), median([x["seconds"] for x in wrapped])
         result["decode"] = {
             "new_tokens": r.new_tokens, "dense_s_per_token": d_step, "wrapped_s_per_token": w_step,
-            "speedup": _ratio(d_step, w_step), "ideal_speedup": prefill_cost.ideal_decode_speedup,
-            "pair_speedup_median": _median([a / b for a, b in zip(d_runs, w_runs)]),
+            "speedup": ratio(d_step, w_step), "ideal_speedup": prefill_cost.ideal_decode_speedup,
+            "pair_speedup_median": median([a / b for a, b in zip(d_runs, w_runs)]),
             "samples": {"dense_s_per_token": d_runs, "wrapped_s_per_token": w_runs},
-            "generate_dense_s": d_gen, "generate_wrapped_s": w_gen, "generate_speedup": _ratio(d_gen, w_gen),
+            "generate_dense_s": d_gen, "generate_wrapped_s": w_gen, "generate_speedup": ratio(d_gen, w_gen),
             "steps_timed": {"dense": sum(len(x["steps"]) for x in dense), "wrapped": sum(len(x["steps"]) for x in wrapped)},
             "generated_tokens": wrapped[-1]["generated"],
             "method": "streamer timestamps between consecutive new tokens (steps 2..N); the prefill and first token excluded",
@@ -726,11 +594,11 @@ def _measure(
             dense, wrapped = r._alternate("train", r.train_once)
         finally:
             r.model.eval()
-        d_t, w_t = _median([x["seconds"] for x in dense]), _median([x["seconds"] for x in wrapped])
+        d_t, w_t = median([x["seconds"] for x in dense]), median([x["seconds"] for x in wrapped])
         result["train"] = {
-            "dense_s": d_t, "wrapped_s": w_t, "speedup": _ratio(d_t, w_t), "time_reduction": 1 - w_t / d_t,
+            "dense_s": d_t, "wrapped_s": w_t, "speedup": ratio(d_t, w_t), "time_reduction": 1 - w_t / d_t,
             "ideal_speedup": train_cost.ideal_speedup_with_vision,
-            "pair_speedup_median": _median([a["seconds"] / b["seconds"] for a, b in zip(dense, wrapped)]),
+            "pair_speedup_median": median([a["seconds"] / b["seconds"] for a, b in zip(dense, wrapped)]),
             "loss_finite": all(math.isfinite(x["loss"]) for x in dense + wrapped),
             "sequence_length": train_len,
             "samples": {"dense_s": [x["seconds"] for x in dense], "wrapped_s": [x["seconds"] for x in wrapped]},
@@ -745,7 +613,7 @@ def _measure(
                   "(profile_memory=True); weights and tensors alive before the call excluded")  # fmt: skip
         mem: dict[str, Any] = {"method": method}
         d_p, w_p = r.prefill_memory(False), r.prefill_memory(True)
-        mem["prefill"] = {"dense_bytes": d_p, "wrapped_bytes": w_p, "ratio": _ratio(d_p or 0, w_p or 0)}
+        mem["prefill"] = {"dense_bytes": d_p, "wrapped_bytes": w_p, "ratio": ratio(d_p or 0, w_p or 0)}
         if train:
             r.model.train()
             try:
@@ -754,10 +622,10 @@ def _measure(
                 r.model.eval()
             grads = sum(p.numel() * p.element_size() for p in r.model.parameters() if p.requires_grad)
             mem["train"] = {
-                "dense_bytes": d_p, "wrapped_bytes": w_p, "ratio": _ratio(d_p or 0, w_p or 0),
+                "dense_bytes": d_p, "wrapped_bytes": w_p, "ratio": ratio(d_p or 0, w_p or 0),
                 "parameter_grad_bytes": grads,
                 "note": "includes the parameter gradients (the same dense and wrapped); the rest is activations",
-                "activation_ratio": _ratio((d_p or 0) - grads, (w_p or 0) - grads),
+                "activation_ratio": ratio((d_p or 0) - grads, (w_p or 0) - grads),
             }  # fmt: skip
         result["memory"] = mem
 
@@ -788,7 +656,7 @@ def _length_scaling(r: _Runner, schedule) -> dict[str, Any]:
         for n in lengths:
             samples[n].append(times[n])
         r.say(f"length scaling: {i + 1}/{r.repeats}  " + "  ".join(f"{n}: {times[n]:.3f}s" for n in lengths))
-    med = {n: _median(samples[n]) for n in lengths}
+    med = {n: median(samples[n]) for n in lengths}
     full = med[lengths[0]]
     reduced = sum(counts[n] / layers * med[n] for n in lengths)
     return {
@@ -832,8 +700,12 @@ def _metrics(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def plot(result: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of measured vs. FLOPs-ideal speedup per metric (PNG, matplotlib Agg backend)."""
+def plot(result: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Bar chart of measured vs. FLOPs-ideal speedup per metric (PNG, matplotlib Agg backend).
+
+    ``title`` replaces the default one, which names the image benchmark's schedule and shape
+    (`tokenprune.tools.bench_video` results pass their own).
+    """
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -861,12 +733,13 @@ def plot(result: dict[str, Any], path: str | Path) -> Path:
     ax.set_ylabel("dense / wrapped (higher is better)")
     shape, env = result["shape"], result["environment"]
     threads = env.get("torch_threads")
-    ax.set_title(
-        f"{result['strategy']} {_layers_text(result['layers'])} on {shape['name']} ({shape['layers']} layers, "
-        f"d={shape['hidden']}, {shape['visual_tokens']} visual tokens), {shape['dtype']}, "
-        f"{env['device']}, {threads} thread{'s' if threads != 1 else ''}",
-        fontsize=9,
-    )
+    if title is None:
+        title = (
+            f"{result['strategy']} {_layers_text(result['layers'])} on {shape['name']} ({shape['layers']} layers, "
+            f"d={shape['hidden']}, {shape['visual_tokens']} visual tokens), {shape['dtype']}, "
+            f"{env['device']}, {threads} thread{'s' if threads != 1 else ''}"
+        )
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=9)
     fig.tight_layout()
     path = Path(path)

@@ -201,6 +201,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     options = dict(args.option or [])
+    if args.video:
+        return _bench_video(args, options)
+    args.shape = args.shape or "llava-1.5-7b"
+    if needs_frames(args.strategy, options):
+        raise CliError(
+            f"{args.strategy!r} selects video tokens across frames, and --shape {args.shape} prompts hold still images. "
+            "Give a video: --video FRAMESxHEIGHTxWIDTH[xTEMPORAL_PATCH] with --shape qwen2-vl-7b or qwen2.5-vl-7b "
+            "(e.g. tokenprune bench --shape qwen2.5-vl-7b --video 16x336x336 --strategy evs)."
+        )
     if args.modes:
         return _bench_modes(args, options)
     try:
@@ -208,10 +217,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.strategy, options, shape=args.shape, scale=args.scale, device=args.device, dtype=args.dtype,
             repeats=args.repeats, warmup=args.warmup, new_tokens=args.new_tokens, batch=args.batch,
             threads=args.threads or None, seed=args.seed, train=not args.no_train, memory=not args.no_memory,
-            scaling=args.length_scaling,
+            scaling=args.length_scaling, compile_selection=args.compile_selection,
             progress=None if args.quiet else bench.stderr_progress,
             layers=args.layers, hidden=args.hidden, intermediate=args.intermediate, heads=args.heads,
             kv_heads=args.kv_heads, images=args.images, text_tokens=args.text_tokens, answer_tokens=args.answer_tokens,
+            vision_layers=args.vision_layers, vocab=args.vocab,
         )  # fmt: skip
     except ValidationError as exc:
         raise CliError(validation_message(exc, args.strategy)) from None
@@ -229,6 +239,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot:
         try:
             path = bench.plot(result, args.plot)
+        except RuntimeError as exc:
+            raise CliError(str(exc)) from None
+        print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0
+
+
+def needs_frames(strategy: str, options: dict[str, Any]) -> bool:
+    """Whether the strategy selects across video frames (a `TemporalSelection` at the projector)."""
+    from ..components.temporal import TemporalSelection
+
+    return isinstance(getattr(build_strategy(strategy, options), "projector", None), TemporalSelection)
+
+
+def _bench_video(args: argparse.Namespace, options: dict) -> int:
+    """``tokenprune bench --video``: TTFT and TPOT of one video prompt, dense vs. wrapped (`bench_video`)."""
+    from pydantic import ValidationError
+
+    from . import bench, bench_video, video_models
+
+    shape = args.shape or "qwen2.5-vl-7b"
+    if not video_models.is_video_shape(shape):
+        raise CliError(f"--video needs a video model shape: --shape {' or '.join(video_models.VIDEO_SHAPES)} (got {shape!r}).")
+    refused = [flag for flag, on in (("--modes", args.modes), ("--images", args.images), ("--batch", args.batch > 1),
+                                     ("--answer-tokens", args.answer_tokens), ("--length-scaling", args.length_scaling),
+                                     ("--compile-selection", args.compile_selection))
+               if on]  # fmt: skip
+    if refused:
+        raise CliError(f"--video times one video prompt's prefill and decode; drop {', '.join(refused)}.")
+    if not shape.startswith("qwen") and not runs_in_llm_only(build_strategy(args.strategy, options)):
+        raise CliError(
+            f"{args.strategy!r} selects tokens before the LLM, which tokenprune does for Qwen2-VL / Qwen2.5-VL videos only; "
+            f"on {shape} use an LLM-side strategy (e.g. --strategy pyramiddrop)."
+        )
+    overrides = {k: getattr(args, k) for k in ("layers", "hidden", "intermediate", "heads", "kv_heads", "text_tokens",
+                                               "vision_layers", "vocab")}  # fmt: skip
+    try:
+        resolved = video_models.resolve_video_shape(shape, args.video, args.scale, args.device, **overrides)
+    except ValueError as exc:
+        raise CliError(f"--video {args.video} on {shape}: {exc}") from None
+    try:
+        result = bench_video.run_video(
+            args.strategy, options, shape=resolved, device=args.device, dtype=args.dtype, repeats=args.repeats,
+            warmup=args.warmup, new_tokens=args.new_tokens, threads=args.threads or None, seed=args.seed,
+            progress=None if args.quiet else bench.stderr_progress,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise CliError(validation_message(exc, args.strategy)) from None
+    except (ValueError, RuntimeError) as exc:
+        if isinstance(exc, TokenpruneError):
+            raise
+        raise CliError(str(exc)) from None
+    if args.json == "-":
+        print(json.dumps(result, indent=2))
+    else:
+        print(bench_video.render_video_bench(result))
+        if args.json:
+            write_json(args.json, result)
+            print(f"\nwrote {args.json}")
+    if args.plot:
+        sh, v = result["shape"], result["shape"]["video"]
+        opts = ", ".join(f"{k}={x}" for k, x in options.items())
+        title = (f"{result['strategy']}{f' ({opts})' if opts else ''} on {sh['name']}:\nvideo {v['frames']}x{v['height']}x"
+                 f"{v['width']} = {sh['visual_tokens']} visual tokens, LLM gets {result['flops']['llm_visual_tokens']}; "
+                 f"{sh['dtype']}, {result['environment']['device']}, {result['environment']['torch_threads']} thread(s)")  # fmt: skip
+        try:
+            path = bench.plot(result, args.plot, title=title)
         except RuntimeError as exc:
             raise CliError(str(exc)) from None
         print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
@@ -357,7 +433,18 @@ def _add_bench(sub: Any) -> None:
         "speedup of the same schedule. Long runs print one progress line per step on stderr.",
     )
     add_strategy_arguments(bench)
-    bench.add_argument("--shape", default="llava-1.5-7b", help="llava-1.5-7b, llava-1.5-13b, llava-next-7b or tiny")
+    bench.add_argument(
+        "--shape",
+        help="llava-1.5-7b (default), llava-1.5-13b, llava-next-7b or tiny; with --video qwen2.5-vl-7b (default), "
+        "qwen2-vl-7b or llava-onevision-7b",
+    )
+    bench.add_argument(
+        "--video", metavar="FxHxW[xT]",
+        help="instead: one prompt holding a video of F frames at HxW px (T: temporal patch, Qwen only) on a Qwen2-VL, "
+        "Qwen2.5-VL or LLaVA-OneVision shape; times prefill (TTFT) and decode (TPOT) dense vs. wrapped next to the "
+        "FLOPs-ideal, for the temporal strategies (evs, dycoke, vidcom2, temporal_pyramiddrop) and LLM-side ones "
+        "(e.g. --shape qwen2.5-vl-7b --video 16x336x336 --scale 8 --strategy evs --option ratio=0.5)",
+    )  # fmt: skip
     bench.add_argument("--scale", type=at_least(1), help="divide the widths by this (default: 4 on CPU, 1 on CUDA)")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     bench.add_argument("--dtype", help="float32, bfloat16 or float16 (default: float32 on CPU, bfloat16 on CUDA)")
@@ -376,13 +463,18 @@ def _add_bench(sub: Any) -> None:
     for flag, what in (("layers", "decoder layers"), ("hidden", "hidden size"), ("intermediate", "MLP width"),
                        ("heads", "attention heads"), ("kv-heads", "key/value heads"),
                        ("images", "images per prompt (576 visual tokens each)"),
-                       ("text-tokens", "text tokens of the prompt"), ("answer-tokens", "supervised tokens in training")):  # fmt: skip
+                       ("text-tokens", "text tokens of the prompt"), ("answer-tokens", "supervised tokens in training"),
+                       ("vision-layers", "vision tower blocks"), ("vocab", "vocabulary size")):  # fmt: skip
         bench.add_argument(f"--{flag}", type=at_least(1), metavar="N", help=f"override the shape's {what}")
     bench.add_argument("--no-train", action="store_true", help="skip the training step")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory pass")
     bench.add_argument(
         "--length-scaling", action="store_true",
         help="also time the dense language model at each stage's length: the speedup the kernels allow",
+    )  # fmt: skip
+    bench.add_argument(
+        "--compile-selection", action="store_true",
+        help="run the wrapped model's selection step compiled (WrapHandle.compile_selection; warm-up pays the compile)",
     )  # fmt: skip
     bench.add_argument(
         "--modes", metavar="LIST",

@@ -4,18 +4,20 @@ After a wrapped prefill, `video_stages` reads which of one video's merged tokens
 projector-side (temporal) selection (``handle.input_columns()``: the original prompt column of every
 slot the LLM received) and every LLM-side stage (``handle.selection()``: kept slots per stage, in the
 LLM's columns), as ``(frames, rows, cols)`` masks over the video's token grid. `draw_strips` renders
-one row per stage and one panel per temporal patch, dropped tokens dimmed.
+one row per stage and one panel per temporal patch, dropped tokens dimmed, pixel-exact (`StripLayout`),
+so what is drawn can be checked against the kept indices. ``tokenprune visualize --video`` uses both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["video_stages", "draw_strips"]
+__all__ = ["video_stages", "draw_strips", "StripLayout", "panel", "dim"]
 
 
 def video_stages(handle: Any, input_ids: torch.Tensor, video_token_id: int, grid: tuple[int, int, int], sample: int = 0) -> list[dict[str, Any]]:
@@ -59,42 +61,99 @@ def video_stages(handle: Any, input_ids: torch.Tensor, video_token_id: int, grid
     return stages
 
 
-def draw_strips(frames: np.ndarray, stages: Sequence[dict[str, Any]], path: str, title: str = "", frames_per_patch: int = 2) -> None:
+@dataclass(frozen=True)
+class StripLayout:
+    """Where `draw_strips` puts each panel: a title band, a column header, then one row per stage.
+
+    Panels are frames enlarged ``zoom`` times by pixel repetition (no resampling), so every token's
+    cell is an exact block of pixels: ``panel_box(stage, k)`` is the ``(top, left)`` of stage
+    ``stage``'s panel for temporal patch ``k``, and a panel is ``panel_h x panel_w`` pixels.
+    """
+
+    stages: int
+    patches: int
+    panel_h: int
+    panel_w: int
+    label_w: int = 118
+    title_h: int = 22
+    header_h: int = 14
+    gap: int = 4
+
+    @classmethod
+    def of(cls, frames: np.ndarray, stages: Sequence[dict[str, Any]], zoom: int = 3) -> StripLayout:
+        """The layout of ``frames`` (``(F, H, W, 3)``) drawn for ``stages`` at ``zoom``."""
+        _, height, width, _ = frames.shape
+        return cls(len(stages), int(stages[0]["mask"].shape[0]), height * zoom, width * zoom)
+
+    def panel_box(self, stage: int, k: int) -> tuple[int, int]:
+        """``(top, left)`` pixel of the panel of ``stage`` (row) and temporal patch ``k`` (column)."""
+        return (self.title_h + self.header_h + stage * (self.panel_h + self.gap),
+                self.label_w + k * (self.panel_w + self.gap))  # fmt: skip
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of the whole picture (a gap's margin after the last row and column)."""
+        return self.panel_box(self.stages, self.patches)
+
+
+def dim(pixels: np.ndarray) -> np.ndarray:
+    """How a dropped token's pixels are drawn: a quarter of the frame over mid grey (uint8 in, uint8 out)."""
+    return np.round(0.25 * pixels.astype(np.float32) + 0.75 * 127.5).astype(np.uint8)
+
+
+def panel(frame: np.ndarray, mask: np.ndarray | torch.Tensor, zoom: int = 3) -> np.ndarray:
+    """One frame (``(H, W, 3)`` uint8) with the cells of dropped tokens dimmed, enlarged ``zoom`` times.
+
+    ``mask`` is the frame's ``(rows, cols)`` kept mask; pixel ``(y, x)`` belongs to cell
+    ``(y * rows // H, x * cols // W)``, so sizes that do not divide evenly still tile the frame.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    rows, cols = mask.shape
+    height, width = frame.shape[:2]
+    cell_rows = np.arange(height) * rows // height
+    cell_cols = np.arange(width) * cols // width
+    kept = mask[cell_rows[:, None], cell_cols[None, :]]
+    out = np.where(kept[..., None], frame, dim(frame))
+    return out.repeat(zoom, axis=0).repeat(zoom, axis=1)
+
+
+def draw_strips(frames: np.ndarray, stages: Sequence[dict[str, Any]], path: str, title: str = "", frames_per_patch: int = 2,
+                zoom: int = 3) -> StripLayout:  # fmt: skip
     """One row per stage, one panel per temporal patch (its first frame), dropped tokens dimmed; PNG at ``path``.
+
+    Drawn pixel-exact with PIL (`StripLayout`, `panel`), so a test can read the PNG back and find
+    every token's kept or dropped state where the layout says.
 
     Args:
         frames: ``(F, H, W, 3)`` uint8 raw frames.
         stages: `video_stages` output.
         path: where to write the PNG.
-        title: figure title.
+        title: the line above the strips.
         frames_per_patch: raw frames per temporal patch.
+        zoom: pixel repetition of every frame.
+
+    Returns:
+        The layout used.
     """
-    import matplotlib
+    from PIL import Image, ImageDraw
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = stages[0]["mask"].shape[0]
-    fig, axes = plt.subplots(len(stages), t, figsize=(1.2 * t, 1.35 * len(stages) + 0.4), squeeze=False)
-    for row, stage in zip(axes, stages):
-        mask = stage["mask"]
-        _, rows, cols = mask.shape
-        for k, ax in enumerate(row):
-            pixels = frames[k * frames_per_patch].astype(np.float32) / 255.0
-            height, width = pixels.shape[:2]
-            ph, pw = height / rows, width / cols
-            for r in range(rows):
-                for c in range(cols):
-                    if not mask[k, r, c]:
-                        y0, y1, x0, x1 = int(r * ph), int((r + 1) * ph), int(c * pw), int((c + 1) * pw)
-                        pixels[y0:y1, x0:x1] = 0.25 * pixels[y0:y1, x0:x1] + 0.75 * 0.5
-            ax.imshow(pixels, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if k == 0:
-                ax.set_ylabel(f"{stage['name']}\n{stage['kept']}/{stage['total']}", fontsize=7)
+    layout = StripLayout.of(frames, stages, zoom)
+    height, width = layout.size
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    for s, stage in enumerate(stages):
+        mask = np.asarray(stage["mask"], dtype=bool)
+        for k in range(layout.patches):
+            top, left = layout.panel_box(s, k)
+            canvas[top : top + layout.panel_h, left : left + layout.panel_w] = panel(frames[k * frames_per_patch], mask[k], zoom)
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        draw.text((4, 4), title, fill=(0, 0, 0))
+    for k in range(layout.patches):
+        _, left = layout.panel_box(0, k)
+        draw.text((left + 2, layout.title_h), f"t={k}", fill=(80, 80, 80))
+    for s, stage in enumerate(stages):
+        top, _ = layout.panel_box(s, 0)
+        draw.text((4, top + 4), f"{stage['name']}\n{stage['kept']}/{stage['total']} kept", fill=(0, 0, 0))
+    image.save(path)
+    return layout

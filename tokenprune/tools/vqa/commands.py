@@ -4,6 +4,8 @@ All three default to the checkpoint shipped in the package (``tokenprune/assets/
 so they run offline in seconds to minutes on a CPU; ``--model PATH`` takes any checkpoint saved by
 ``examples/train_tiny_vqa.py``. For other models use the library functions they wrap:
 `tokenprune.tools.vqa.evaluate.sweep`, `tokenprune.tools.fidelity.fidelity`, `tokenprune.tools.visualize.kept_grids`.
+``eval --video DIR`` and ``visualize --video DIR`` take a Moving-Shapes video model instead
+(`tokenprune.vqa_video`): the video sweep, and the kept tokens of one video as frame strips.
 """
 
 from __future__ import annotations
@@ -78,9 +80,10 @@ def add_subcommands(sub: Any) -> None:
 
     vis = sub.add_parser(
         "visualize",
-        help="PNG of the image patches each stage kept, for one image and question",
+        help="PNG of the image patches (or video tokens, --video) each stage kept, for one question",
         description="Answer one question dense and wrapped, then draw the image once per stage of the reduction "
-        "with the dropped patches dimmed (one panel per stage).",
+        "with the dropped patches dimmed (one panel per stage). With --video DIR, a Moving-Shapes test video instead: "
+        "one row per stage (the projector's temporal selection, then each LLM stage), one panel per temporal patch.",
     )
     _common(vis, "grid-shapes")
     add_strategy_arguments(vis)
@@ -88,6 +91,12 @@ def add_subcommands(sub: Any) -> None:
     vis.add_argument("--image", metavar="PNG", help="your own image instead (resized to 60x60)")
     vis.add_argument("--question", help="your own question (with --image, or replacing the test question)")
     vis.add_argument("--out", default="kept_patches.png", metavar="PATH", help="PNG path (default: kept_patches.png)")
+    vis.add_argument(
+        "--video", metavar="DIR",
+        help="a Moving-Shapes video model saved by examples/train_tiny_video_vqa.py instead: draw the kept tokens of "
+        "test question --index's video as a frame strip per stage (one row per stage, one panel per temporal patch), "
+        "e.g. --video DIR --strategy temporal_pyramiddrop --option layer_list=[1,2,3]",
+    )  # fmt: skip
     vis.set_defaults(func=cmd_visualize)
 
 
@@ -106,6 +115,17 @@ def _load(args: argparse.Namespace):
         return load_tiny_vqa(args.model)
     except FileNotFoundError as exc:
         raise CliError(str(exc)) from None
+
+
+def _load_video(args: argparse.Namespace):
+    """The Moving-Shapes video model at ``--video DIR`` (`tokenprune.vqa_video.model.TinyVideoVQA`)."""
+    from ...vqa_video.model import TinyVideoVQA
+
+    if not (Path(args.video) / "vocab.json").is_file():
+        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return TinyVideoVQA.load(args.video)
 
 
 # -- eval -------------------------------------------------------------------------------------
@@ -244,6 +264,8 @@ def cmd_visualize(args: argparse.Namespace) -> int:
 
     options = dict(args.option or [])
     build_strategy(args.strategy, options)  # invalid options fail here, before the model loads
+    if args.video:
+        return _visualize_video(args, options)
     if args.image and not args.question:
         raise CliError("--image needs --question (what to ask about the image).")
     vqa = _load(args)
@@ -293,3 +315,50 @@ def visualize_one(vqa, image: torch.Tensor, question: str, strategy: str, option
     draw_stages(image, stages, path, title)
     return {"dense_answer": dense, "pruned_answer": answer, "path": path,
             "stages": [{k: v for k, v in s.items() if k != "mask"} for s in stages]}  # fmt: skip
+
+
+def _visualize_video(args: argparse.Namespace, options: dict[str, Any]) -> int:
+    """``tokenprune visualize --video DIR``: the frame strip of one Moving-Shapes test video."""
+    from ...vqa_video import moving_shapes as ms
+
+    if args.image:
+        raise CliError("--image draws a still image on the tiny VQA LLaVA, --video a video's frames: give one of them.")
+    vqa = _load_video(args)
+    test = ms.split("test")
+    if args.index >= len(test):
+        raise CliError(f"--index {args.index} is out of range: the Moving-Shapes test split has {len(test)} questions.")
+    q = test.questions[args.index]
+    frames = ms.render(test.videos[test.video_index[args.index]])
+    question, truth = args.question or q.text, None if args.question else q.answer
+    info = visualize_video_one(vqa, frames, question, args.strategy, options, args.out, truth)
+    print(f"question: {question}")
+    if truth is not None:
+        print(f"truth:    {truth}")
+    print(f"dense:    {info['dense_answer']}\n{args.strategy}: {info['pruned_answer']}")
+    for s in info["stages"]:
+        print(f"  {s['name']}: {s['kept']}/{s['total']} video tokens kept")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def visualize_video_one(vqa, frames, question: str, strategy: str, options: dict, path: str,
+                        truth: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Answer dense and wrapped, draw the kept tokens of every stage as frame strips to ``path``.
+
+    Returns the answers and, per stage, its name, kept count and ``(frames, rows, cols)`` mask
+    (`tokenprune.vqa_video.frame_strips.video_stages`).
+    """
+    from ...api import pruned
+    from ...vqa_video.evaluate import VIDEO_GRID
+    from ...vqa_video.frame_strips import draw_strips, video_stages
+    from ...vqa_video.model import TEMPORAL_PATCH
+
+    dense = vqa.answer([frames], [question])[0]
+    inputs = vqa.encode([frames], [question])
+    with pruned(vqa.model, strategy, **options) as handle, torch.no_grad():
+        logits = vqa.model(**inputs).logits[:, -1]
+        stages = video_stages(handle, inputs["input_ids"], vqa.vocab.id("<|video_pad|>"), VIDEO_GRID)
+    answer = vqa.vocab.words[int(logits[0].argmax())]
+    title = f"{question}  dense: {dense}  {strategy}: {answer}" + (f"  (truth: {truth})" if truth else "")
+    draw_strips(frames, stages, path, title, frames_per_patch=TEMPORAL_PATCH)
+    return {"dense_answer": dense, "pruned_answer": answer, "path": path, "stages": stages}
