@@ -11,14 +11,26 @@ the colour and the motion direction of the shape in each token's cell (`moving_s
 so the from-scratch tower learns what and where quickly (the image model's tower pretraining does
 the same job); the heads are discarded, the saved model is the stock class.
 
+Further training signals for the count and order questions, all off by default (the shipped model,
+``tokenprune/assets/tiny-video-qwen2vl``, was trained without them; its model card says what they did):
+``--time-weight`` (each video token's hidden state after LLM layer ``--time-layer`` predicts its step),
+``--profile-weight`` (each question's last hidden state predicts the named shape's visibility at every
+step), ``--lookups`` (training-only "is the red shape visible at step four ?" questions),
+``--all-counts`` (count questions about every shape), ``--query-weight`` (the question's last token
+predicts the colours it names) and ``--tie-colour`` (the tower's colour head scores tokens against the
+colour words' embeddings). With all of them off the script draws the same weights and data as before.
+``--init`` continues from a saved run (embedding rows are matched by word).
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
 
 Usage::
 
-    OMP_NUM_THREADS=1 python examples/train_tiny_video_vqa.py --out runs/tiny-video-qwen2vl --max-minutes 60
-    OMP_NUM_THREADS=1 python examples/train_tiny_video_vqa.py --out runs/single-frame --single-frame --max-minutes 15
+    OMP_NUM_THREADS=1 python examples/train_tiny_video_vqa.py --out runs/tiny-video-qwen2vl --max-minutes 50 \
+        --steps 1500 --batch 8 --lr 1.5e-3 --warmup 50 --eval-every 150   # the shipped model
+    OMP_NUM_THREADS=1 python examples/train_tiny_video_vqa.py --out runs/single-frame --single-frame --max-minutes 12 \
+        --steps 400 --batch 8 --lr 1.5e-3 --warmup 50 --eval-every 150   # the single-frame baseline
 
 The log (``training_log.json`` next to the weights) records the accuracy per question kind on the
 fixed test split at every evaluation, the step reached and the minutes spent.
@@ -56,6 +68,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--single-frame", action="store_true", help="the single-frame baseline: every frame is the middle step")
     p.add_argument("--init", default=None, help="start from the weights saved in this directory (continue a run)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
+    p.add_argument("--time-weight", type=float, default=0.0,
+                   help="weight of the per-token step loss on the LLM's hidden states after layer --time-layer (0: off)")
+    p.add_argument("--time-layer", type=int, default=1, help="the LLM layer (1-based) whose output predicts each video token's step")
+    p.add_argument("--lookups", type=int, default=0,
+                   help="training-only 'is the X shape visible at step N ?' questions per video (moving_shapes.lookup_questions)")
+    p.add_argument("--profile-weight", type=float, default=0.0,
+                   help="weight of the visibility-profile loss: at each question naming one shape, the last hidden state "
+                   "predicts whether that shape is visible at each of the 9 steps (0: off)")
+    p.add_argument("--all-counts", action="store_true",
+                   help="training rows also ask the hiding count of the other two shapes (answers one..seven)")
+    p.add_argument("--tie-colour", action="store_true",
+                   help="the tower's colour head scores each merged token against the LLM's input embeddings of the colour "
+                   "words, so a red shape's tokens lie along the embedding of 'red'")
+    p.add_argument("--query-weight", type=float, default=0.0,
+                   help="weight of the named-colour loss: at each question's last token, the hidden state after layer "
+                   "--time-layer predicts which colours the question names (0: off)")
     p.add_argument("--text-layers", type=int, default=None)
     p.add_argument("--text-width", type=int, default=None)
     return p.parse_args(argv)
@@ -63,6 +91,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def frames_of(video: ms.Video, single_frame: bool) -> np.ndarray:
     return ms.render(video, [ms.MIDDLE_STEP] * ms.STEPS if single_frame else None)
+
+
+def extra_counts(video: ms.Video) -> list[ms.Question]:
+    """Training-only count questions about the two shapes the test's count question never asks about."""
+    words = ms.STEP_WORDS
+    return [ms.Question("count", f"how many times is the {t.color} shape hidden ?", words[len(t.hidden) - 1])
+            for t in video.tracks[:2]]  # fmt: skip
+
+
+def profile(video: ms.Video, question: ms.Question) -> list[float]:
+    """Whether the one shape ``question`` names is visible at each step (NaN for a question naming two)."""
+    named = [t for t in video.tracks if f" {t.color} " in f" {question.text} "]
+    if len(named) != 1:
+        return [float("nan")] * ms.STEPS
+    return [float(s not in named[0].hidden) for s in range(ms.STEPS)]
 
 
 def evaluate(vqa: TinyVideoVQA, test: ms.Split, single_frame: bool, limit: int | None = None, batch: int = 48) -> dict:
@@ -92,22 +135,45 @@ def main(argv=None) -> dict:
     random.seed(args.seed)
     from transformers import Qwen2VLForConditionalGeneration
 
-    vocab = Vocab.default()
+    vocab = Vocab.default(training_words=bool(args.lookups or args.all_counts))
     text = {k: v for k, v in (("num_hidden_layers", args.text_layers), ("hidden_size", args.text_width)) if v}
     model = Qwen2VLForConditionalGeneration(build_config(vocab, text=text or None))
     model.config._attn_implementation = "sdpa"
     if args.init:  # continue from a saved run (same config; the optimizer and schedule start afresh)
-        model.load_state_dict(TinyVideoVQA.load(args.init).model.state_dict())
+        init = TinyVideoVQA.load(args.init)
+        state = init.model.state_dict()
+        for key in ("model.language_model.embed_tokens.weight", "lm_head.weight"):  # rows by word: vocabularies may differ
+            rows = model.state_dict()[key].clone()
+            for i, word in enumerate(init.vocab.words):
+                rows[vocab.id(word)] = state[key][i]
+            state[key] = rows
+        model.load_state_dict(state)
     vqa = TinyVideoVQA(model, vocab)
     width = model.config.vision_config.hidden_size
     heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(width, len(ms.COLORS) + 1),
-                                 "direction": torch.nn.Linear(width, len(ms.DIRECTIONS) + 1)})  # fmt: skip
+                                 "direction": torch.nn.Linear(width, len(ms.DIRECTIONS) + 1),
+                                 "step": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
+                                 "profile": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
+                                 "query": torch.nn.Linear(model.config.text_config.hidden_size, len(ms.COLORS))})  # fmt: skip
     captured: dict = {}
 
     def capture(module, args, output):
         captured["merged"] = output.pooler_output
 
+    def capture_text(module, args, output):
+        captured["text"] = output[0] if isinstance(output, tuple) else output
+
     hook = model.model.visual.register_forward_hook(capture) if args.aux_weight else None
+    def capture_last(module, args, output):
+        captured["last"] = output
+
+    if args.time_weight or args.query_weight:
+        model.model.language_model.layers[args.time_layer - 1].register_forward_hook(capture_text)
+    if args.profile_weight:
+        model.model.language_model.norm.register_forward_hook(capture_last)
+    video_id = vocab.id("<|video_pad|>")
+    colour_ids = torch.tensor([vocab.id(c) for c in ms.COLORS])
+    token_step = torch.arange(ms.STEPS).repeat_interleave(324 // ms.STEPS)
     test = ms.split("test")
     rng = np.random.default_rng(ms.SPLIT_SEEDS["train"])
     opt = torch.optim.AdamW([*model.parameters(), *heads.parameters()], lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
@@ -123,10 +189,13 @@ def main(argv=None) -> dict:
     step = 0
     for step in range(1, total + 1):
         videos = [ms.make_video(rng) for _ in range(args.batch)]
-        dialogues = [[(q.text, q.answer) for q in ms.questions(v, rng)] for v in videos]
+        asked = [ms.questions(v, rng) + ms.lookup_questions(v, rng, args.lookups) + (extra_counts(v) if args.all_counts else [])
+                 for v in videos]  # fmt: skip
+        dialogues = [[(q.text, q.answer) for q in qs] for qs in asked]
         inputs = vqa.encode_dialogues([frames_of(v, args.single_frame) for v in videos], dialogues)
         loss = model(**inputs).loss
         answer_loss = loss.detach()
+        step_loss = torch.zeros(())
         if hook is not None:
             merged = captured.pop("merged")
             merged = torch.cat(list(merged)) if isinstance(merged, (list, tuple)) else merged
@@ -134,7 +203,27 @@ def main(argv=None) -> dict:
             colour = torch.from_numpy(np.stack([c for c, _ in labels])).flatten()
             direction = torch.from_numpy(np.stack([d for _, d in labels])).flatten()
             ce = torch.nn.functional.cross_entropy
-            loss = loss + args.aux_weight * (ce(heads["colour"](merged), colour) + ce(heads["direction"](merged), direction))
+            if args.tie_colour:  # background: the head's own row; colours: the embeddings of their words
+                words = model.model.language_model.embed_tokens.weight[colour_ids]
+                colour_logits = torch.cat([heads["colour"](merged)[:, :1], merged @ words.T], dim=1)
+            else:
+                colour_logits = heads["colour"](merged)
+            loss = loss + args.aux_weight * (ce(colour_logits, colour) + ce(heads["direction"](merged), direction))
+        query = inputs["labels"].roll(-1, dims=1) != -100  # the token before each answer: the question's last
+        if args.query_weight:
+            named = torch.tensor([[float(f" {c} " in f" {q.text} ") for c in ms.COLORS] for qs in asked for q in qs])
+            logits = heads["query"](captured["text"][query])
+            loss = loss + args.query_weight * torch.nn.functional.binary_cross_entropy_with_logits(logits, named)
+        if args.time_weight:
+            hidden = captured.pop("text")[inputs["input_ids"] == video_id]  # (videos x 324, width), in token order
+            step_loss = torch.nn.functional.cross_entropy(heads["step"](hidden), token_step.repeat(len(videos)))
+            loss = loss + args.time_weight * step_loss
+        if args.profile_weight:
+            targets = torch.tensor([profile(v, q) for v, qs in zip(videos, asked) for q in qs])  # row-major = turn order
+            named = ~targets.isnan().any(1)
+            logits = heads["profile"](captured.pop("last")[query])[named]
+            profile_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[named])
+            loss = loss + args.profile_weight * profile_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *heads.parameters()], 1.0)
@@ -143,8 +232,9 @@ def main(argv=None) -> dict:
         minutes = (time.time() - start) / 60
         if step % 10 == 0:
             log["losses"].append({"step": step, "loss": round(answer_loss.item(), 4), "total": round(loss.item(), 4),
-                                  "minutes": round(minutes, 2)})  # fmt: skip
-            print(f"step {step} answer loss {answer_loss.item():.4f} total {loss.item():.4f} {minutes:.1f} min", flush=True)
+                                  "step_loss": round(step_loss.item(), 4), "minutes": round(minutes, 2)})  # fmt: skip
+            print(f"step {step} answer loss {answer_loss.item():.4f} step loss {step_loss.item():.4f} total {loss.item():.4f}"
+                  f" {minutes:.1f} min", flush=True)  # fmt: skip
         done = args.max_minutes is not None and minutes >= args.max_minutes
         if step % args.eval_every == 0 or done or step == total:
             acc = evaluate(vqa, test, args.single_frame, args.eval_size)

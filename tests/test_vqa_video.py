@@ -171,3 +171,21 @@ def test_eval_command_runs_the_video_sweep(tmp_path, capsys):
     assert all(r["questions"] == 6 for r in runs) and abs(runs[1]["flops_fraction"] - 0.5) < 0.01
     assert main(["eval", "--video", str(tmp_path)]) == 2
     assert "no video model" in capsys.readouterr().err
+
+
+def test_training_only_lookup_questions_match_the_hiding_steps():
+    """``lookup_questions`` (training only) answer "is the X shape visible at step N ?" from the tracks, about
+    half yes; the test split's questions never use them, and every word is in the model's vocabulary."""
+    rng = np.random.default_rng(5)
+    answers = []
+    vocab = Vocab.default(training_words=True)
+    for video in ms.split("test", size=30).videos:
+        for q in ms.lookup_questions(video, rng, 4):
+            words = q.text.split()
+            track = next(t for t in video.tracks if t.color == words[2])
+            step = ms.STEP_WORDS.index(words[7])
+            assert q.answer == ("no" if step in track.hidden else "yes")
+            assert all(vocab.id(w) != vocab.id("[UNK]") for w in [*words, q.answer])
+            answers.append(q.answer)
+    assert 0.35 < answers.count("yes") / len(answers) < 0.65
+    assert {q.kind for q in ms.split("test").questions} == set(ms.KINDS)

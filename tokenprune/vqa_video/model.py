@@ -18,7 +18,13 @@ import torch
 
 from . import moving_shapes as ms
 
-__all__ = ["SPECIAL_TOKENS", "Vocab", "build_config", "video_pixels", "TinyVideoVQA", "VISUAL_TOKENS"]
+__all__ = [
+    "SPECIAL_TOKENS", "Vocab", "build_config", "video_pixels", "TinyVideoVQA", "VISUAL_TOKENS", "ASSET_DIR",
+    "load_tiny_video_vqa",
+]  # fmt: skip
+
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-video-qwen2vl"
+"""The shipped trained checkpoint (weights, config, vocabulary, ``MODEL_CARD.md``)."""
 
 SPECIAL_TOKENS = ("[PAD]", "[EOS]", "[UNK]", "<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>")
 PATCH_PX, TEMPORAL_PATCH, MERGE = 4, 2, 2
@@ -37,9 +43,10 @@ class Vocab:
     words: tuple[str, ...]
 
     @classmethod
-    def default(cls) -> Vocab:
-        """The special tokens and every word Moving-Shapes questions and answers use."""
-        return cls((*SPECIAL_TOKENS, *ms.vocabulary()))
+    def default(cls, training_words: bool = False) -> Vocab:
+        """The special tokens and every word Moving-Shapes questions and answers use (``training_words``: and the
+        training-only questions' words, `moving_shapes.TRAINING_WORDS`)."""
+        return cls((*SPECIAL_TOKENS, *ms.vocabulary(training_words)))
 
     def id(self, token: str) -> int:
         """The id of ``token`` (``[UNK]`` for a word outside the vocabulary)."""
@@ -200,3 +207,17 @@ class TinyVideoVQA:
         path = Path(path)
         model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
         return cls(model, Vocab(tuple(json.loads((path / "vocab.json").read_text()))))
+
+
+def load_tiny_video_vqa(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> TinyVideoVQA:
+    """The shipped checkpoint (``tokenprune/assets/tiny-video-qwen2vl``) or one saved by the training script.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``path`` (train one with ``examples/train_tiny_video_vqa.py``).
+    """
+    path = Path(path) if path is not None else ASSET_DIR
+    if not (path / "vocab.json").is_file() or not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"No tiny video VQA checkpoint at {path}. Train one with: python examples/train_tiny_video_vqa.py --out {path}"
+        )
+    return TinyVideoVQA.load(path, dtype=dtype)

@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
     "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
+    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS",
 ]  # fmt: skip
 
 STEPS = 9
@@ -200,11 +201,36 @@ def split(name: str, size: int | None = None) -> Split:
     return Split(videos, qs, index)
 
 
-def vocabulary() -> list[str]:
-    """Every word the questions and answers use (sorted)."""
+STEP_WORDS = ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+"""How `lookup_questions` name steps 0..8."""
+
+
+def lookup_questions(video: Video, rng: np.random.Generator, n: int) -> list[Question]:
+    """``n`` training-only questions "is the red shape visible at step four ?" (yes / no, balanced).
+
+    They ask for one colour at one step: the colour x time lookup that ``count`` and ``order`` are
+    built from. Never in the test split (`questions` makes those); the training script adds them.
+    """
+    out = []
+    for _ in range(n):
+        track = video.tracks[int(rng.integers(3))]
+        want_visible = bool(rng.integers(2))
+        steps = [s for s in range(STEPS) if (s not in track.hidden) == want_visible]
+        step = int(rng.choice(steps))
+        out.append(Question("lookup", f"is the {track.color} shape visible at step {STEP_WORDS[step]} ?",
+                            "yes" if want_visible else "no"))  # fmt: skip
+    return out
+
+
+TRAINING_WORDS = ("visible", "at", "step", "yes", "no", *STEP_WORDS)
+"""Words only the training-only questions use (`lookup_questions`, counts up to nine)."""
+
+
+def vocabulary(training_words: bool = False) -> list[str]:
+    """Every word the questions and answers use (sorted); ``training_words``: with `TRAINING_WORDS` too."""
     words = {"which", "way", "does", "the", "shape", "move", "?", "appear", "or", "leave", "how", "many", "times",
              "is", "hidden", "first", ",", "appears", "leaves", "one", "two", "three", *COLORS, *DIRECTIONS}  # fmt: skip
-    return sorted(words)
+    return sorted(words | set(TRAINING_WORDS if training_words else ()))
 
 
 def cell_labels(video: Video, cells: int = 6) -> tuple[np.ndarray, np.ndarray]:

@@ -57,8 +57,9 @@ def add_subcommands(sub: Any) -> None:
     ev.add_argument("--plot", metavar="PATH", help="write the accuracy-vs-FLOPs PNG (needs matplotlib)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument(
-        "--video", metavar="DIR",
-        help="evaluate a Moving-Shapes video model saved by examples/train_tiny_video_vqa.py instead: every temporal "
+        "--video", metavar="DIR", nargs="?", const="shipped",
+        help="evaluate the shipped Moving-Shapes video model (tokenprune/assets/tiny-video-qwen2vl), or the one saved "
+        "in DIR by examples/train_tiny_video_vqa.py, instead: every temporal "
         "strategy and the image strategies at ~50%% and ~25%% of the visual FLOPs (tokenprune.vqa_video.evaluate)",
     )  # fmt: skip
     ev.set_defaults(func=cmd_eval)
@@ -92,8 +93,8 @@ def add_subcommands(sub: Any) -> None:
     vis.add_argument("--question", help="your own question (with --image, or replacing the test question)")
     vis.add_argument("--out", default="kept_patches.png", metavar="PATH", help="PNG path (default: kept_patches.png)")
     vis.add_argument(
-        "--video", metavar="DIR",
-        help="a Moving-Shapes video model saved by examples/train_tiny_video_vqa.py instead: draw the kept tokens of "
+        "--video", metavar="DIR", nargs="?", const="shipped",
+        help="the shipped Moving-Shapes video model, or one saved in DIR by examples/train_tiny_video_vqa.py, instead: draw the kept tokens of "
         "test question --index's video as a frame strip per stage (one row per stage, one panel per temporal patch), "
         "e.g. --video DIR --strategy temporal_pyramiddrop --option layer_list=[1,2,3]",
     )  # fmt: skip
@@ -118,14 +119,17 @@ def _load(args: argparse.Namespace):
 
 
 def _load_video(args: argparse.Namespace):
-    """The Moving-Shapes video model at ``--video DIR`` (`tokenprune.vqa_video.model.TinyVideoVQA`)."""
-    from ...vqa_video.model import TinyVideoVQA
+    """The Moving-Shapes video model at ``--video DIR``, or the shipped one for a bare ``--video``
+    (`tokenprune.vqa_video.model.load_tiny_video_vqa`)."""
+    from ...vqa_video.model import load_tiny_video_vqa
 
-    if not (Path(args.video) / "vocab.json").is_file():
-        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
-    if args.threads:
+    try:
+        vqa = load_tiny_video_vqa(None if args.video == "shipped" else args.video)
+    except FileNotFoundError:
+        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).") from None
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
-    return TinyVideoVQA.load(args.video)
+    return vqa
 
 
 # -- eval -------------------------------------------------------------------------------------
@@ -133,12 +137,10 @@ def _eval_video(args: argparse.Namespace) -> int:
     """``tokenprune eval --video DIR``: the video sweep on Moving-Shapes' test split."""
     from ...vqa_video import moving_shapes
     from ...vqa_video.evaluate import DEFAULT_POINTS, markdown_table, sweep
-    from ...vqa_video.model import TinyVideoVQA
 
-    if not (Path(args.video) / "vocab.json").is_file():
-        raise CliError(f"--video {args.video}: no video model there (a directory written by examples/train_tiny_video_vqa.py).")
+    vqa = _load_video(args)
     points = [p for p in DEFAULT_POINTS if not args.strategy or p.strategy in args.strategy]
-    result = sweep(TinyVideoVQA.load(args.video), moving_shapes.split("test"), points, limit=args.limit,
+    result = sweep(vqa, moving_shapes.split("test"), points, limit=args.limit,
                    progress=None if args.no_progress else print)  # fmt: skip
     print(markdown_table(result))
     if args.json:
