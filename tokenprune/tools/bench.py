@@ -41,14 +41,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import pruned
 from ..cost import ModelDims, estimate, kv_cache_bytes
 from ..engine.compat import cache_from_output
 from ..errors import UnsupportedFeatureError
 from ..registry import get_registry
 from ..vision_language import runs_in_llm_only
-from .bench_common import cache_bytes, environment, median, parse_dtype, ratio, short
-from .clocks import HookClock, SpanClock, StepStreamer, sync
+from .bench_common import (
+    alternate,
+    cache_bytes,
+    dense_or_wrapped,
+    environment,
+    median,
+    parse_dtype,
+    ratio,
+    timed_generate,
+)
+from .clocks import HookClock, SpanClock, sync
 from .tiny_llava import LlavaDims, build_llava, llava_config
 
 __all__ = ["SHAPES", "BenchShape", "build_config", "build_inputs", "build_model", "plot", "resolve_shape", "run"]
@@ -192,16 +200,6 @@ def build_inputs(shape: BenchShape, batch: int = 1, seed: int = 0, device: str =
 
 
 # -- measurements ---------------------------------------------------------------------------
-@contextmanager
-def _mode(model: nn.Module, wrapped: bool, strategy: str, options: dict[str, Any], compile_selection: bool = False):
-    if wrapped:
-        with pruned(model, strategy, **options) as handle:
-            if compile_selection:
-                handle.compile_selection()
-            yield handle
-    else:
-        yield None
-
 
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> int | None:
     """Peak live tensor bytes allocated during ``fn`` above the start, from torch.profiler's allocation events."""
@@ -282,23 +280,12 @@ class _Runner:
         self.train_inputs = build_inputs(shape, batch, seed + 1, device, labels=True)
 
     def _alternate(self, phase: str, once: Callable[[bool], Any]) -> tuple[list[Any], list[Any]]:
-        """Warm-up pairs, then ``repeats`` dense/wrapped pairs in alternation; wrapped first on odd pairs."""
-        for i in range(self.warmup):
-            self.say(f"{phase}: warm-up {i + 1}/{self.warmup}")
-            once(False)
-            once(True)
-        dense, wrapped = [], []
-        for i in range(self.repeats):
-            order = (False, True) if i % 2 == 0 else (True, False)
-            for is_wrapped in order:
-                (wrapped if is_wrapped else dense).append(once(is_wrapped))
-            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {short(dense[-1])}  wrapped {short(wrapped[-1])}")
-        return dense, wrapped
+        return alternate(phase, once, self.repeats, self.warmup, self.say)
 
     # prefill ---------------------------------------------------------------------------------
     def prefill_once(self, wrapped: bool) -> dict[str, Any]:
         stack = self.stack
-        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection) as handle:
+        with dense_or_wrapped(self.model, wrapped, self.strategy, self.options, self.compile_selection) as handle:
             layers = list(handle.layers) if handle is not None else []
             first = layers[0] if layers else len(stack.layers)
             groups = {
@@ -325,24 +312,13 @@ class _Runner:
 
     # decode ----------------------------------------------------------------------------------
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
-        streamer = StepStreamer(self.device)
-        n = self.new_tokens
-        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection), torch.inference_mode():
-            sync(self.device)
-            start = time.perf_counter()
-            out = self.model.generate(
-                **self.inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer
-            )
-            sync(self.device)
-            total = time.perf_counter() - start
-        generated = out.shape[1] - self.inputs["input_ids"].shape[1]
-        return {"seconds": total, "steps": streamer.steps, "first_token_seconds": streamer.times[1] - start
-                if len(streamer.times) > 1 else math.nan, "generated": int(generated)}  # fmt: skip
+        with dense_or_wrapped(self.model, wrapped, self.strategy, self.options, self.compile_selection):
+            return timed_generate(self.model, self.inputs, self.new_tokens, self.device)
 
     # training --------------------------------------------------------------------------------
     def train_once(self, wrapped: bool) -> dict[str, Any]:
         model = self.model
-        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
+        with dense_or_wrapped(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             sync(self.device)
             start = time.perf_counter()
@@ -363,7 +339,7 @@ class _Runner:
             out.loss.backward()
             del out
 
-        with _mode(model, wrapped, self.strategy, self.options, self.compile_selection):
+        with dense_or_wrapped(model, wrapped, self.strategy, self.options, self.compile_selection):
             model.zero_grad(set_to_none=True)
             peak = _peak_bytes(step, self.device)
         model.zero_grad(set_to_none=True)
@@ -391,7 +367,7 @@ class _Runner:
                 out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
             del out
 
-        with _mode(self.model, wrapped, self.strategy, self.options, self.compile_selection):
+        with dense_or_wrapped(self.model, wrapped, self.strategy, self.options, self.compile_selection):
             return _peak_bytes(step, self.device)
 
 

@@ -11,14 +11,28 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from .. import __version__
+from ..api import pruned
+from .clocks import StepStreamer, sync
 
-__all__ = ["median", "ratio", "short", "environment", "parse_dtype", "cache_bytes"]
+__all__ = [
+    "alternate",
+    "cache_bytes",
+    "dense_or_wrapped",
+    "environment",
+    "median",
+    "parse_dtype",
+    "ratio",
+    "short",
+    "timed_generate",
+]  # fmt: skip
 
 
 def median(values: Sequence[float]) -> float:
@@ -85,3 +99,55 @@ def cache_bytes(cache: Any) -> tuple[int, list[int]]:
                 total += t.numel() * t.element_size()
         lengths.append(int(keys.shape[-2]) if isinstance(keys, torch.Tensor) and keys.dim() >= 2 else 0)
     return total, lengths
+
+
+# -- the protocol both benchmarks share ------------------------------------------------------
+def alternate(
+    phase: str, once: Callable[[bool], Any], repeats: int, warmup: int, say: Callable[[str], None]
+) -> tuple[list[Any], list[Any]]:
+    """Warm-up pairs, then ``repeats`` dense/wrapped pairs in alternation (wrapped first on odd pairs).
+
+    ``once(wrapped)`` times one run. Alternating, and swapping the order every pair, spreads drifts
+    of the machine (clocks, other load) over both sides alike.
+    """
+    for i in range(warmup):
+        say(f"{phase}: warm-up {i + 1}/{warmup}")
+        once(False)
+        once(True)
+    dense: list[Any] = []
+    wrapped: list[Any] = []
+    for i in range(repeats):
+        for is_wrapped in (False, True) if i % 2 == 0 else (True, False):
+            (wrapped if is_wrapped else dense).append(once(is_wrapped))
+        say(f"{phase}: pair {i + 1}/{repeats}  dense {short(dense[-1])}  wrapped {short(wrapped[-1])}")
+    return dense, wrapped
+
+
+@contextmanager
+def dense_or_wrapped(
+    model: Any, wrapped: bool, strategy: str, options: dict[str, Any], compile_selection: bool = False
+) -> Iterator[Any]:
+    """Run the block on ``model`` wrapped with ``strategy`` (yielding the handle), or dense (yielding None)."""
+    if not wrapped:
+        yield None
+        return
+    with pruned(model, strategy, **options) as handle:
+        if compile_selection:
+            handle.compile_selection()
+        yield handle
+
+
+def timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, device: str) -> dict[str, Any]:
+    """One greedy ``generate`` of exactly ``new_tokens``: total seconds, per-step times, time to first token."""
+    streamer = StepStreamer(device)
+    with torch.inference_mode():
+        sync(device)
+        start = time.perf_counter()
+        out = model.generate(
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=streamer
+        )
+        sync(device)
+        total = time.perf_counter() - start
+    first = streamer.times[1] - start if len(streamer.times) > 1 else math.nan
+    return {"seconds": total, "steps": streamer.steps, "first_token_seconds": first,
+            "generated": int(out.shape[1] - inputs["input_ids"].shape[1])}  # fmt: skip

@@ -30,12 +30,21 @@ from typing import Any
 
 import torch
 
-from ..api import pruned
 from ..cost import ModelDims, kv_cache_bytes
+from ..engine.compat import cache_from_output
 from ..registry import get_registry
 from ..video_cost import VideoShape, video_cost
-from .bench_common import cache_bytes, environment, median, parse_dtype, ratio, short
-from .clocks import SpanClock, StepStreamer, sync
+from .bench_common import (
+    alternate,
+    cache_bytes,
+    dense_or_wrapped,
+    environment,
+    median,
+    parse_dtype,
+    ratio,
+    timed_generate,
+)
+from .clocks import SpanClock, sync
 from .video_models import (
     VideoBenchShape,
     build_video_inputs,
@@ -43,7 +52,7 @@ from .video_models import (
     resolve_video_shape,
 )
 
-__all__ = ["run_video", "render_video_bench"]
+__all__ = ["render_video_bench", "run_video"]
 
 
 # -- measurement ----------------------------------------------------------------------------
@@ -56,22 +65,10 @@ class _VideoRunner:
         self.stack = get_registry().adapter_for(model).locate(model)
 
     def alternate(self, phase: str, once: Callable[[bool], dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-        """Warm-up pairs, then ``repeats`` dense/wrapped pairs in alternation; wrapped first on odd pairs."""
-        for i in range(self.warmup):
-            self.say(f"{phase}: warm-up {i + 1}/{self.warmup}")
-            once(False)
-            once(True)
-        dense, wrapped = [], []
-        for i in range(self.repeats):
-            for is_wrapped in (False, True) if i % 2 == 0 else (True, False):
-                (wrapped if is_wrapped else dense).append(once(is_wrapped))
-            self.say(f"{phase}: pair {i + 1}/{self.repeats}  dense {short(dense[-1])}  wrapped {short(wrapped[-1])}")
-        return dense, wrapped
+        return alternate(phase, once, self.repeats, self.warmup, self.say)
 
     def _mode(self, wrapped: bool):
-        if wrapped:
-            return pruned(self.model, self.strategy, **self.options)
-        return _Dense()
+        return dense_or_wrapped(self.model, wrapped, self.strategy, self.options)
 
     def prefill_once(self, wrapped: bool) -> dict[str, Any]:
         with self._mode(wrapped) as handle:
@@ -85,34 +82,14 @@ class _VideoRunner:
                     seconds = time.perf_counter() - start
             finally:
                 llm.remove()
-            from ..engine.compat import cache_from_output
-
             kv, lengths = cache_bytes(cache_from_output(out))
             per_layer = handle.tokens_per_layer() if handle is not None else None
         return {"seconds": seconds, "llm_seconds": llm.seconds, "kv_bytes": kv, "kv_lengths": lengths,
                 "tokens": per_layer}  # fmt: skip
 
     def generate_once(self, wrapped: bool) -> dict[str, Any]:
-        streamer = StepStreamer(self.device)
-        n = self.new_tokens
-        with self._mode(wrapped), torch.inference_mode():
-            sync(self.device)
-            start = time.perf_counter()
-            out = self.model.generate(**self.inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False, streamer=streamer)
-            sync(self.device)
-            total = time.perf_counter() - start
-        return {"seconds": total, "steps": streamer.steps,
-                "generated": int(out.shape[1] - self.inputs["input_ids"].shape[1])}  # fmt: skip
-
-
-class _Dense:
-    """The dense side of a pair: no wrapping, no handle."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+        with self._mode(wrapped):
+            return timed_generate(self.model, self.inputs, self.new_tokens, self.device)
 
 
 def run_video(
