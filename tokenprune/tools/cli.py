@@ -229,16 +229,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if isinstance(exc, TokenpruneError):
             raise
         raise CliError(str(exc)) from None
+    return _report_bench(args, result, render_bench(result), lambda: bench.plot(result, args.plot))
+
+
+def _report_bench(args: argparse.Namespace, result: dict, table: str, plot: Any) -> int:
+    """Print the table (or the JSON with ``--json -``), write ``--json`` and ``--plot``; shared by image and video runs."""
     if args.json == "-":
         print(json.dumps(result, indent=2))
     else:
-        print(render_bench(result))
+        print(table)
         if args.json:
             write_json(args.json, result)
             print(f"\nwrote {args.json}")
     if args.plot:
         try:
-            path = bench.plot(result, args.plot)
+            path = plot()
         except RuntimeError as exc:
             raise CliError(str(exc)) from None
         print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
@@ -290,25 +295,13 @@ def _bench_video(args: argparse.Namespace, options: dict) -> int:
         if isinstance(exc, TokenpruneError):
             raise
         raise CliError(str(exc)) from None
-    if args.json == "-":
-        print(json.dumps(result, indent=2))
-    else:
-        print(bench_video.render_video_bench(result))
-        if args.json:
-            write_json(args.json, result)
-            print(f"\nwrote {args.json}")
-    if args.plot:
-        sh, v = result["shape"], result["shape"]["video"]
-        opts = ", ".join(f"{k}={x}" for k, x in options.items())
-        title = (f"{result['strategy']}{f' ({opts})' if opts else ''} on {sh['name']}:\nvideo {v['frames']}x{v['height']}x"
-                 f"{v['width']} = {sh['visual_tokens']} visual tokens, LLM gets {result['flops']['llm_visual_tokens']}; "
-                 f"{sh['dtype']}, {result['environment']['device']}, {result['environment']['torch_threads']} thread(s)")  # fmt: skip
-        try:
-            path = bench.plot(result, args.plot, title=title)
-        except RuntimeError as exc:
-            raise CliError(str(exc)) from None
-        print(f"wrote {path}", file=sys.stderr if args.json == "-" else sys.stdout)
-    return 0
+    sh, v = result["shape"], result["shape"]["video"]
+    opts = ", ".join(f"{k}={x}" for k, x in options.items())
+    title = (f"{result['strategy']}{f' ({opts})' if opts else ''} on {sh['name']}:\nvideo {v['frames']}x{v['height']}x"
+             f"{v['width']} = {sh['visual_tokens']} visual tokens, LLM gets {result['flops']['llm_visual_tokens']}; "
+             f"{sh['dtype']}, {result['environment']['device']}, {result['environment']['torch_threads']} thread(s)")  # fmt: skip
+    table = bench_video.render_video_bench(result)
+    return _report_bench(args, result, table, lambda: bench.plot(result, args.plot, title=title))
 
 
 def _bench_modes(args: argparse.Namespace, options: dict) -> int:
