@@ -203,7 +203,7 @@ class Adapter(ABC):
         layer: nn.Module,
         hidden: Tensor,
         position_embeddings: tuple[Tensor, Tensor],
-        query: Tensor,
+        query: Tensor | None,
         allowed: Tensor | None,
     ) -> Tensor:
         """Head-mean attention probabilities of the query rows, as ``layer`` would compute them.
@@ -212,7 +212,8 @@ class Adapter(ABC):
             layer: the decoder layer.
             hidden: ``(B, n, d)`` the layer's input.
             position_embeddings: ``(cos, sin)``, each ``(B, n, head_dim)``.
-            query: ``(B, Q)`` slot indices of the query rows.
+            query: ``(B, Q)`` slot indices of the query rows, or ``None``: one row, the last slot of every
+                sample (the engine knows this on the host at inference without padding; a slice, no gather).
             allowed: ``(B, Q, n)`` which keys each query row may see; ``None`` when every row sees every
                 key (the engine knows this on the host: one query, the last slot, no padding), so
                 nothing needs masking.
@@ -251,6 +252,8 @@ class Adapter(ABC):
         itself does; this must run before the VLM scatters visual features into them.
         """
         if input_ids is not None:
+            if len(stack.visual_token_ids) == 1:  # the common case: one comparison kernel
+                return input_ids == stack.visual_token_ids[0]
             ids = torch.tensor(stack.visual_token_ids, device=input_ids.device)
             return torch.isin(input_ids, ids)
         if inputs_embeds is None:

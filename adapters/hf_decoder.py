@@ -21,7 +21,20 @@ from .base import Adapter, DecoderStack
 __all__ = ["HFDecoderAdapter"]
 
 
+_ROTATIONS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {}
+"""Family module name -> its rotation (a constant per family; a plain dict, which dynamo reads as such)."""
+
+
 def _rotation(attn: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """The rotation for ``attn``'s family (`_family_rotation`, looked up once per family module)."""
+    name = type(attn).__module__
+    rotate = _ROTATIONS.get(name)
+    if rotate is None:
+        rotate = _ROTATIONS[name] = _family_rotation(name)
+    return rotate
+
+
+def _family_rotation(module_name: str) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     """``rotate(x, cos, sin)``: the model's rotary embedding applied to one ``(B, H, n, d)`` tensor.
 
     transformers' ``apply_rotary_pos_emb`` rotates a (q, k) pair that shares one table, and here q
@@ -30,7 +43,7 @@ def _rotation(attn: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     applied to the one tensor: the same operations in the same order, so the result is bitwise the
     model's. Elsewhere the model's function is called with an empty partner tensor.
     """
-    module = sys.modules[type(attn).__module__]
+    module = sys.modules[module_name]
     rotate_half = getattr(module, "rotate_half", None)
     if rotate_half is None:
         rope = module.apply_rotary_pos_emb
@@ -41,6 +54,12 @@ def _rotation(attn: nn.Module) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
         return (x * cos) + (rotate_half(x) * sin)
 
     return rotate
+
+
+def _on(table: Tensor, device: torch.device, batch: int) -> Tensor:
+    """A rotary table on ``device`` with ``batch`` rows (transformers shares one row without position_ids)."""
+    table = table if table.device == device else table.to(device)
+    return table if table.shape[0] == batch else table.expand(batch, -1, -1)
 
 
 class HFDecoderAdapter(Adapter):
@@ -72,26 +91,33 @@ class HFDecoderAdapter(Adapter):
         layer: nn.Module,
         hidden: Tensor,
         position_embeddings: tuple[Tensor, Tensor],
-        query: Tensor,
+        query: Tensor | None,
         allowed: Tensor | None,
     ) -> Tensor:
         attn = layer.self_attn
         # Under a device map the pre-hook sees the previous layer's device; with offloading the
         # weights are on "meta" until the projection's own hook loads them.
         device = execution_device(attn.q_proj)
-        h = layer.input_layernorm(hidden.to(device))
+        h = layer.input_layernorm(hidden if hidden.device == device else hidden.to(device))
         batch, n, width = h.shape
         head_dim = attn.head_dim
-        rows = h.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, width))
+        if query is None:  # the last slot of every row: a view, not a gather
+            rows = h[:, -1:]
+        else:
+            query = query.to(device)
+            rows = h.gather(1, query.unsqueeze(-1).expand(-1, -1, width))
         q = attn.q_proj(rows).view(batch, rows.shape[1], -1, head_dim)
         k = attn.k_proj(h).view(batch, n, -1, head_dim)
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         # Without position_ids transformers builds (1, n, head_dim) tables shared by the batch.
-        cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
-        cos_q = cos.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
-        sin_q = sin.gather(1, query.to(device).unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
+        cos, sin = (_on(t, device, batch) for t in position_embeddings)
+        if query is None:
+            cos_q, sin_q = cos[:, -1:], sin[:, -1:]
+        else:
+            cos_q = cos.gather(1, query.unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
+            sin_q = sin.gather(1, query.unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rotate = _rotation(attn)
         q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
         if q.shape[1] != k.shape[1]:  # grouped-query attention (a copy of k; skipped without groups)

@@ -2,7 +2,9 @@
 
 One process, a random-weight LLaVA-1.5-7B shape at 1/32 width by default (the launch-bound CPU proxy:
 per-op overheads weigh as kernel launches do on a GPU at 576 visual tokens), three models with the
-same weights: dense, wrapped, and wrapped with ``compile_selection()``. They run in alternation, the
+same weights: dense, wrapped, and wrapped with ``compile_selection()`` (and, for PyramidDrop, "engine
+only": its schedule and top-k with a constant scorer, i.e. the hooks minus the attention row the method
+recomputes). They run in alternation, the
 order reversed every round, so a change in the machine's load hits all three alike; medians. The hook
 time is bracketed by timing hooks registered around the engine's own (`tokenprune.tools.clocks.HookClock`,
 as ``tokenprune bench`` measures it), minus the same brackets on the dense model.
@@ -62,6 +64,10 @@ def main() -> None:
     models = {"dense": dense, "eager": tokenprune.wrap(copy.deepcopy(dense), args.strategy)}
     models["compiled selection"] = tokenprune.wrap(copy.deepcopy(dense), args.strategy)
     models["compiled selection"].tokenprune.compile_selection()
+    # The engine alone: PyramidDrop's schedule and top-k with a scorer that costs nothing, so the hooks
+    # do everything but recompute the attention row the method ranks by.
+    if args.strategy == "pyramiddrop":
+        models["engine only"] = tokenprune.wrap(copy.deepcopy(dense), scheduler="pyramid", scorer="constant", reducer="topk")
     for model in models.values():  # warm-up (and the compile)
         for _ in range(2):
             _timed(model, inputs)
@@ -73,7 +79,7 @@ def main() -> None:
     dense_hooks = statistics.median(h for _, h in samples["dense"])
     result = {"shape": shape.name, "strategy": args.strategy, "rounds": args.rounds, "threads": 1,
               "torch": torch.__version__, "dense_prefill_s": dense_s, "modes": {}}  # fmt: skip
-    for name in ("eager", "compiled selection"):
+    for name in [m for m in models if m != "dense"]:
         hooks = statistics.median(h for _, h in samples[name]) - dense_hooks
         wrapped_s = statistics.median(s for s, _ in samples[name])
         result["modes"][name] = {"hook_s": hooks, "share_of_dense_prefill": hooks / dense_s,

@@ -93,6 +93,9 @@ class ScoreContext:
     visual_counts: tuple[int, ...] | None = None
     """Visual tokens each sample holds now, on the host (the LLM engine's plan); ``None`` when not known.
     Lets a component that needs counts avoid reading ``visual`` back from the device."""
+    keep_counts: tuple[int, ...] | None = None
+    """Candidates each sample keeps here (the ``n_keep`` the reducer gets), on the host when the engine
+    planned them; ``None`` when not known. Lets a reducer choose with host-sized slices (no rank pass)."""
 
     def attention(self) -> Tensor:
         """``(B, n)`` attention the query token(s) pay to every slot.

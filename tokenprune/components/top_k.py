@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -10,18 +12,26 @@ from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext
 __all__ = ["TopKDrop", "top_k_mask"]
 
 
-def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Tensor:
+def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor, counts: Sequence[int] | None = None) -> Tensor:
     """``(B, n)`` mask of the ``n_keep[b]`` highest-scoring candidates of every row.
 
     A stable sort makes ties resolve to the earlier slot, so a row's choice never depends on the
-    other rows of the batch (batch invariance) nor on the sort kernel.
+    other rows of the batch (batch invariance) nor on the sort kernel. One ascending sort of the
+    negated scores ranks everything: non-candidates are NaN there, which an ascending sort puts
+    last, after a candidate scored -inf (a log-space scorer may emit it); a NaN score ranks first,
+    as in a descending sort.
+
+    ``counts``: ``n_keep`` on the host, when the caller has it; if every row keeps the same number, an
+    eager call marks the first ``k`` of the ranking directly (no rank pass).
     """
     # Full precision: float64 scores must not tie at float32 resolution.
-    masked = scores.to(torch.promote_types(scores.dtype, torch.float32)).masked_fill(~candidates, float("-inf"))
-    order = torch.sort(masked, dim=-1, descending=True, stable=True).indices
-    # Candidates before non-candidates, even a candidate scored -inf (a log-space scorer may emit it).
-    first = torch.sort((~candidates).gather(-1, order).int(), dim=-1, stable=True).indices
-    order = order.gather(-1, first)
+    key = scores.to(torch.promote_types(scores.dtype, torch.float32)).neg()
+    key = key.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")).masked_fill(~candidates, float("nan"))
+    order = torch.sort(key, dim=-1, stable=True).indices
+    # Not while compiling: a host count would be a constant of the graph (a recompile per count), and
+    # a compiled rank pass fuses into a few kernels anyway.
+    if not torch.compiler.is_compiling() and counts is not None and len(set(counts)) == 1:
+        return torch.zeros_like(candidates).scatter_(-1, order[..., : counts[0]], True) & candidates
     rank = torch.empty_like(order)
     rank.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
     return (rank < n_keep.to(rank.device).unsqueeze(-1)) & candidates
@@ -34,7 +44,7 @@ class TopKDrop(Reducer):
     exact_count = True
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
-        return Reduction(keep=top_k_mask(scores, candidates, n_keep))
+        return Reduction(keep=top_k_mask(scores, candidates, n_keep, getattr(ctx, "keep_counts", None)))
 
     def __repr__(self) -> str:
         return "TopKDrop()"

@@ -47,6 +47,8 @@ def reduce_boundary(
     n_keep: Tensor,
     width: int | None,
     rope: tuple[Tensor, ...] | None,
+    full: bool = False,
+    visual_queries: bool = True,
 ) -> Boundary:
     """Select the next stage's slots at one boundary (see the module docstring).
 
@@ -58,12 +60,20 @@ def reduce_boundary(
         width: slots per row after the boundary when the plan knows it (an exact-count reducer), else ``None``.
         rope: the current stage's ``(cos, sin)`` rows; the next stage's are gathered from them (the
             same rows the full-length tables give at the kept positions).
+        full: with ``width``, the plan says every row keeps exactly ``width`` real slots (no fillers).
+        visual_queries: whether any query token is a visual token (host-known from the layout); when
+            none is, every visual slot is a candidate and no query mask is built.
     """
-    is_query = torch.zeros_like(ctx.valid).scatter(1, ctx.query, True)
-    candidates = ctx.visual & ~is_query
-    protected = (ctx.valid & ~ctx.visual) | (ctx.visual & is_query)
-    chosen = select(ctx, scorer, reducer, candidates, n_keep, protected=protected, width=width)
+    if visual_queries:  # a visual query token is never removed
+        is_query = torch.zeros_like(ctx.valid).scatter(1, ctx.query, True)
+        candidates = ctx.visual & ~is_query
+    else:
+        candidates = ctx.visual
+    protected = ctx.valid & ~candidates  # text, and visual queries (visual slots are always real)
+    chosen = select(ctx, scorer, reducer, candidates, n_keep, protected=protected, width=width, full=full)
     idx = ctx.positions.gather(1, chosen.index)
-    visual = ctx.visual.gather(1, chosen.index) & chosen.valid
+    visual = ctx.visual.gather(1, chosen.index)
+    if not (full and reducer.exact_count):  # fillers (possible unless `select` took no filler) are not visual
+        visual = visual & chosen.valid
     kept_rope = None if rope is None else tuple(gather_rows(t, chosen.index) for t in rope)
     return Boundary(chosen, idx, visual, kept_rope)

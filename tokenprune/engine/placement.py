@@ -34,12 +34,15 @@ def execution_device(module: nn.Module) -> torch.device:
     The execution device of the first accelerate hook found on ``module`` or its submodules (in
     module order), else the device of its first parameter that is not on ``meta``, else CPU.
     """
-    for sub in module.modules():
+    # A leaf (a projection, a norm) is the common case: skip nn.Module's generic generators, whose
+    # bookkeeping costs more than the lookup itself in a per-boundary call.
+    subs = (module,) if not module._modules else module.modules()
+    for sub in subs:
         for hook in _hooks(sub):
             device = getattr(hook, "execution_device", None)
             if device is not None:
                 return torch.device(device)
-        for param in sub.parameters(recurse=False):
-            if param.device.type != "meta":
+        for param in sub._parameters.values():
+            if param is not None and param.device.type != "meta":
                 return param.device
     return torch.device("cpu")

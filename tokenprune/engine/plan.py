@@ -64,24 +64,22 @@ class BoundaryPlan:
 
 
 def read_layout(visual: Tensor, valid: Tensor, query: Tensor) -> HostLayout:
-    """Copy the layout to the host once (a single device->host transfer) and count it.
+    """Count the layout on the device and copy the counts to the host once (one device->host read).
 
     Args:
         visual: ``(B, L)`` visual tokens (padding already excluded).
         valid: ``(B, L)`` real tokens.
         query: ``(B, Q)`` original positions of the query tokens (repeats allowed).
     """
-    batch, length = visual.shape
-    q = query.shape[1]
-    packed = torch.cat([visual.long(), valid.long(), query.long()], dim=1).cpu()
-    vis, val, qry = packed[:, :length].bool(), packed[:, length : 2 * length].bool(), packed[:, 2 * length :]
-    num_visual = vis.sum(1).tolist()
-    num_text = (val & ~vis).sum(1).tolist()
-    visual_queries = []
-    for b in range(batch):
-        positions = sorted(set(qry[b, :q].tolist()))
-        visual_queries.append(sum(int(vis[b, p]) for p in positions))
-    return HostLayout(tuple(num_visual), tuple(num_text), tuple(visual_queries), not bool(val.all()))
+    query = query.to(visual.device).long()
+    is_visual = visual.gather(1, query)
+    if query.shape[1] > 1:  # training: a query position may repeat; count each distinct one once
+        query, order = query.sort(dim=1)
+        is_visual = is_visual.gather(1, order)
+        is_visual[:, 1:] &= query[:, 1:] != query[:, :-1]
+    counts = torch.stack([visual.sum(1), (valid & ~visual).sum(1), is_visual.sum(1), (~valid).sum(1)], dim=1)
+    num_visual, num_text, visual_queries, padding = (tuple(c) for c in zip(*counts.tolist())) if len(counts) else ((),) * 4
+    return HostLayout(num_visual, num_text, visual_queries, any(padding))
 
 
 def plan_boundary(layout: HostLayout, visual_before: Sequence[int], target: Sequence[int]) -> BoundaryPlan:

@@ -142,12 +142,12 @@ class Engine(HookOwner):
     @property
     def stats(self) -> CallStats | None:
         """What this thread's last prefill did (else the last one in any thread)."""
-        return self._call.stats if self._call.stats is not None else self._latest.stats
+        return self._call.stats if self._call.has_stats else self._latest.stats
 
     @property
     def stages(self) -> list[Stage]:
         """Stages of this thread's last prefill (else the last one in any thread)."""
-        return self._call.stages if self._call.stats is not None else self._latest.stages
+        return self._call.stages if self._call.has_stats else self._latest.stages
 
     @property
     def final(self) -> tuple[int, Stage] | None:
@@ -251,18 +251,18 @@ class Engine(HookOwner):
             return
         valid = _real_tokens(kwargs.get("attention_mask"), visual)
         query, weight = self._queries(valid, labels)
-        layout = read_layout(visual & valid, valid, query)  # the one device->host read of the forward
+        visual = visual & valid
+        layout = read_layout(visual, valid, query)  # the one device->host read of the forward
         if not sum(layout.num_visual):
             return
-        call.forward = self._plan(visual & valid, valid, query, weight, layout, labels is not None, cache)
+        call.forward = self._plan(visual, valid, query, weight, layout, labels is not None, cache)
 
     def _after_vlm(self, module: nn.Module, args: tuple, output: Any) -> None:
         call = self._call
         state, call.forward = call.forward, None
         if isinstance(state, ForwardState):
-            call.stats = self._stats(state)
+            call.record(list(state.stages), self._stats)
             call.final = (state.length, state.current) if len(state.stages) > 1 else None
-            call.stages = list(state.stages)
             self._latest = call
 
     @staticmethod
@@ -293,7 +293,8 @@ class Engine(HookOwner):
                 schedule = Schedule(schedule.num_layers, schedule.layers, schedule.num_visual, keep)
         # A tensor of its own (not an expanded view): every stage's positions then look alike to a compiled
         # boundary step, so the first boundary does not compile a graph of its own.
-        positions = torch.arange(length, device=visual.device).repeat(batch, 1)
+        positions = torch.arange(length, device=visual.device).unsqueeze(0)
+        positions = positions if batch == 1 else positions.expand(batch, -1).contiguous()
         first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded)
         return ForwardState(
             length=length, schedule=schedule, query=query, query_weight=weight, stages=[first], layout=layout,
@@ -347,9 +348,7 @@ class Engine(HookOwner):
                 "another hook or wrapper changed the sequence length."
             )
         kwargs = dict(kwargs)
-        kwargs["attention_mask"] = self._stage_mask(state, stage, kwargs.get("attention_mask"), hidden.dtype)
-        kwargs["position_embeddings"] = self._stage_rope(state, stage, kwargs, hidden)
-        kwargs["position_ids"] = None  # positions live in the rotary tables; FA2 would read gaps as packing
+        kwargs.update(self._stage_inputs(state, stage, kwargs, hidden))
         if from_args:
             return (hidden, *args[1:]), kwargs
         kwargs["hidden_states"] = hidden
@@ -398,12 +397,13 @@ class Engine(HookOwner):
             _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
             stage=step,
             visual_counts=prev.counts,
+            keep_counts=plan.n_keep,
         )
         exact = self.strategy.reducer.exact_count
         gather_rope = full_rope is not None and self.strategy.positions != "compact"
         done = self.boundary_step(
             ctx, self.strategy.scorer, self.strategy.reducer, n_keep, plan.width if exact else None,
-            rope if gather_rope else None,
+            rope if gather_rope else None, exact and plan.all_valid, any(state.layout.visual_queries),
         )  # fmt: skip
         chosen = done.chosen
         if chosen.reduction.proportional_attention:
@@ -435,7 +435,7 @@ class Engine(HookOwner):
         """``(B, n)`` weighted attention of the ``query`` rows; ``sees_all``: one unit-weight row per sample
         that sees every slot (host-known), so the visibility mask and the mean over rows are skipped."""
         if sees_all:
-            return self.adapter.query_attention(module, hidden, rope, query, None).squeeze(1)
+            return self.adapter.query_attention(module, hidden, rope, None, None).squeeze(1)
         allowed = query_visibility(mask, stage.idx, stage.valid, query)
         probs = self.adapter.query_attention(module, hidden, rope, query, allowed)  # (B, Q, n)
         weight = weight.to(device=probs.device, dtype=probs.dtype).unsqueeze(-1)
@@ -462,6 +462,24 @@ class Engine(HookOwner):
             fit_static_layers(cache, stage.layer, state.record.columns[stage.layer].index.shape[1])
 
     # -- per-stage slices ---------------------------------------------------------------------
+    def _stage_inputs(self, state: ForwardState, stage: Stage, kwargs: dict, hidden: Tensor) -> dict:
+        """The keyword arguments every layer of ``stage`` gets in place of the full-length ones.
+
+        Built once per stage: the layers of a stage receive the same mask and rotary tables from the
+        model, so later layers find the dict by identity of those two objects.
+        """
+        mask, rope = kwargs.get("attention_mask"), kwargs.get("position_embeddings")
+        memo = state.memo.get(("inputs", stage.layer))
+        if memo is not None and memo[0] is mask and memo[1] is rope:
+            return memo[2]
+        inputs = {
+            "attention_mask": self._stage_mask(state, stage, mask, hidden.dtype),
+            "position_embeddings": self._stage_rope(state, stage, kwargs, hidden),
+            "position_ids": None,  # positions live in the rotary tables; FA2 would read gaps as packing
+        }
+        state.memo[("inputs", stage.layer)] = (mask, rope, inputs)  # keeps both alive: identity stays meaningful
+        return inputs
+
     def _stage_mask(self, state: ForwardState, stage: Stage, mask: Tensor | None, dtype: torch.dtype):
         """The mask of the layers of ``stage``, computed once per stage and source mask (compared by identity)."""
         if stage.layer == 0:
@@ -505,5 +523,5 @@ class Engine(HookOwner):
         return original.to(stage.idx.device) - (stage.valid.sum(1) - 1)
 
     # -- statistics ---------------------------------------------------------------------------
-    def _stats(self, state: ForwardState) -> CallStats:
-        return call_stats(state.stages, self.stack.num_layers, self.stack.text_config)
+    def _stats(self, stages: list[Stage]) -> CallStats:
+        return call_stats(stages, self.stack.num_layers, self.stack.text_config)

@@ -59,6 +59,7 @@ def select(
     *,
     protected: Tensor,
     width: int | None = None,
+    full: bool = False,
     expect: int | None = None,
     miscount: Callable[[list[int]], str] | None = None,
 ) -> Selected:
@@ -72,6 +73,7 @@ def select(
         n_keep: ``(B,)`` candidates each row keeps.
         protected: ``(B, n)`` slots kept whatever the reducer says.
         width: slots per row after the selection, when the caller knows it on the host (the LLM plan).
+        full: with ``width``, the host knows every row keeps exactly ``width`` real slots (no fillers).
         expect: the number of slots every row must keep (a rectangular site: encoders, projectors).
         miscount: the error message for rows that kept another number (given the per-row counts);
             with ``expect=None`` and a message, rows only have to agree with each other.
@@ -80,7 +82,10 @@ def select(
         ScheduleError: a row kept another number of slots than the site allows.
     """
     device = candidates.device
-    with torch.no_grad():
+    if torch.is_grad_enabled():
+        with torch.no_grad():
+            scores = scorer.score(ctx)
+    else:  # inference: entering a no_grad context costs more than some of the scoring kernels
         scores = scorer.score(ctx)
     reduction = reducer.reduce(ctx, scores, candidates, n_keep)
     keep = protected.to(device) | (reduction.keep.to(device) & candidates)
@@ -91,6 +96,11 @@ def select(
         width = counts[0] if counts else 0
     elif expect is not None:
         width = expect
-    index, valid = select_slots(keep, ctx.valid.to(device), width)
+    # Every row keeps exactly `width` slots: a planned exact count without fillers, or a rectangular
+    # site whose counts are exact or were just checked.
+    full = width is not None and (
+        (full and reducer.exact_count) or (expect is not None and (reducer.exact_count or miscount is not None))
+    )
+    index, valid = select_slots(keep, ctx.valid.to(device), width, full=full)
     source = reduction.hidden if reduction.hidden is not None else ctx.hidden
     return Selected(keep, index, valid, gather_rows(source, index), reduction)

@@ -7,6 +7,7 @@ lifetime is the cache's (it survives beam reordering and cache copies).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,14 +137,32 @@ class CallState:
         labels: labels captured by the head pre-hook for the VLM pre-hook (training query).
         final: ``(original length, last stage)`` of the last prefill that removed tokens (loss alignment).
         stages: the stages of the last prefill.
-        stats: what the last prefill did.
+        summarise: computes ``stats`` from ``stages`` on first read (set by each prefill).
     """
 
     forward: ForwardState | DecodeState | None = None
     labels: Tensor | None = None
     final: tuple[int, Stage] | None = None
     stages: list[Stage] = field(default_factory=list)
-    stats: CallStats | None = None
+    summarise: Callable[[], CallStats] | None = None
+    _stats: CallStats | None = None
+
+    def record(self, stages: list[Stage], summarise: Callable[[list[Stage]], CallStats]) -> None:
+        """Keep a finished prefill's stages; its statistics are computed when first read, not in the forward."""
+        self.stages, self._stats = stages, None
+        self.summarise = lambda: summarise(stages)
+
+    @property
+    def has_stats(self) -> bool:
+        """Whether a prefill has run in this call state."""
+        return self._stats is not None or self.summarise is not None
+
+    @property
+    def stats(self) -> CallStats | None:
+        """What the last prefill did (computed once, on first read: the cost model is not per-forward work)."""
+        if self._stats is None and self.summarise is not None:
+            self._stats, self.summarise = self.summarise(), None
+        return self._stats
 
 
 @dataclass(frozen=True)
@@ -180,8 +199,9 @@ class CallStats:
 
 def last_true(mask: Tensor) -> Tensor:
     """``(B,)`` index of the last True of each row (0 for an all-False row)."""
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    return torch.where(mask, positions, -1).max(dim=1).values.clamp(min=0)
+    # The running count of Trues peaks first at the last True; argmax returns the first maximum
+    # (documented), and 0 for an all-False row. Three kernels instead of a masked max over positions.
+    return mask.long().cumsum(1).argmax(dim=1)
 
 
 def call_stats(stages: list[Stage], num_layers: int, text_config: Any) -> CallStats:
