@@ -414,3 +414,20 @@ def test_inputs_embeds_without_input_ids_equals_the_input_ids_path(family):
             assert layer == layer2 and torch.equal(idx, idx2) and torch.equal(valid, valid2)
     assert logits.shape == expected.shape and logits.shape[1] < inputs["input_ids"].shape[1]
     assert torch.equal(logits, expected)
+
+
+def test_a_cache_cropped_after_a_reduced_prefill_is_refused_at_the_next_step():
+    """Reduced layers hold fewer tokens than layer 0; a layer edited by hand no longer matches the
+    record. The decode step checks the first layer of every stage (one shape read per stage and step)."""
+    model = tokenprune.wrap(llava32())
+    inputs = tm.llava_inputs(model)
+    cache = DynamicCache()
+    with torch.no_grad():
+        logits = model(**inputs, cache=cache, use_cache=True).logits
+        assert cache.get_seq_length(model.tokenprune.layers[0]) < cache.get_seq_length()  # a reduced prefill
+        step = {"input_ids": logits[:, -1:].argmax(-1), "cache": cache, "use_cache": True}
+        model(**step)  # an untouched cache decodes
+        first = model.tokenprune.layers[0]
+        cache.layers[first].crop(-2)  # one reduced layer edited by hand
+        with pytest.raises(RuntimeError, match=r"holds \d+ tokens, expected \d+.*changed outside tokenprune"):
+            model(**step)

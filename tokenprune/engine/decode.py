@@ -44,14 +44,17 @@ def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs
     total = None
     if record.capacity is None:  # a dynamic cache: lengths are shapes, checked without a device read
         cache = cache_from_kwargs(kwargs)
-        total = cache.get_seq_length()  # layer 0 already holds this step
-        expected = stage.width + total - q - record.length
-        held = cache.get_seq_length(index)
-        if held != expected:
-            raise RuntimeError(
-                f"KV cache layer {index} holds {held} tokens, expected {expected}: "
-                "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
-            )
+        if state.total is None:  # once per step: layer 0 already holds this step, and every hooked layer runs after it
+            state.total = cache.get_seq_length()
+        total = state.total
+        if index == stage.layer:  # a stage's layers cached alike: its first layer's count checks them all
+            expected = stage.width + total - q - record.length
+            held = cache.get_seq_length(index)
+            if held != expected:
+                raise RuntimeError(
+                    f"KV cache layer {index} holds {held} tokens, expected {expected}: "
+                    "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
+                )
     kwargs = dict(kwargs)
     kwargs["attention_mask"] = _mask(stack, state, stage, kwargs.get("attention_mask"), hidden.dtype, total, q)
     if stage.shift is not None:

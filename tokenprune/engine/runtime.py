@@ -55,6 +55,8 @@ from .state import (
 __all__ = ["Engine", "check_attention"]
 
 _UNSET = object()
+CHECKED_ATTR = "_tokenprune_checked"
+"""Attribute a checked cache carries: ``(layer count, attention backend)`` it was checked with."""
 
 
 def _known_length(cache: Any) -> int | None:
@@ -276,9 +278,20 @@ class Engine(HookOwner):
         return DecodeState(record) if record is not None else None
 
     def _check_backend(self, cache: Any) -> None:
-        check_attention(self.stack.attn_implementation)
-        if cache is not None:
-            check_cache(cache, self.stack.attn_implementation)
+        """Refuse an attention backend or cache the engine cannot serve.
+
+        A cache is checked again only when its layer count or the backend changed (its layers are
+        created lazily by the first forward), not at every decode step.
+        """
+        attn_implementation = self.stack.attn_implementation
+        check_attention(attn_implementation)
+        if cache is None:
+            return
+        layers = getattr(cache, "layers", None)
+        key = (len(layers) if layers is not None else -1, attn_implementation)
+        if getattr(cache, CHECKED_ATTR, None) != key:
+            check_cache(cache, attn_implementation)
+            setattr(cache, CHECKED_ATTR, key)
 
     # -- planning -----------------------------------------------------------------------------
     def _plan(self, visual: Tensor, valid: Tensor, query: Tensor, weight: Tensor, layout, training: bool, cache: Any) -> ForwardState:

@@ -107,9 +107,24 @@ class CacheRecord:
     stages: list[Stage]
     columns: dict[int, KeyColumns] = field(default_factory=dict)
     capacity: int | None = None
+    _stage_table: tuple[int, dict[int, Stage | None]] | None = field(default=None, repr=False, compare=False)
 
     def stage_for(self, layer: int) -> Stage | None:
-        """The last stage starting at or below `layer` (the slots that layer cached), or None if none does."""
+        """The last stage starting at or below `layer` (the slots that layer cached), or None if none does.
+
+        Looked up at every decode step for every hooked layer, so the answer is kept per layer; a stage
+        list that grew since (the prefill publishes stage after stage) starts the table afresh.
+        """
+        if torch.compiler.is_compiling():  # traced once per graph: no table to mutate (and guard on)
+            return self._find_stage(layer)
+        table = self._stage_table
+        if table is None or table[0] != len(self.stages):
+            table = self._stage_table = (len(self.stages), {})
+        if layer not in table[1]:
+            table[1][layer] = self._find_stage(layer)
+        return table[1][layer]
+
+    def _find_stage(self, layer: int) -> Stage | None:
         found = None
         for stage in self.stages:
             if stage.layer <= layer:
@@ -119,10 +134,17 @@ class CacheRecord:
 
 @dataclass
 class DecodeState:
-    """One decode (or continuation) forward over a cache that holds reduced layers."""
+    """One decode (or continuation) forward over a cache that holds reduced layers.
+
+    Attributes:
+        record: what the prefill left on the cache.
+        memo: per-stage slices of this step (masks, rotary rows), shared by the stage's layers.
+        total: tokens in cache layer 0 once this step's layer 0 ran (read once per step, from shapes).
+    """
 
     record: CacheRecord
     memo: dict[Any, Any] = field(default_factory=dict)
+    total: int | None = None
 
 
 @dataclass
