@@ -55,6 +55,7 @@ from .bench_common import (
     parse_dtype,
     ratio,
     timed_generate,
+    timed_prefill,
 )
 from .clocks import HookClock, SpanClock, sync
 from .tiny_llava import LlavaDims, build_llava, llava_config
@@ -296,12 +297,7 @@ class _Runner:
             hooks = HookClock(groups, self.device, post=[stack.vlm])
             llm = SpanClock(stack.language_model, self.device)
             try:
-                with torch.inference_mode():
-                    sync(self.device)
-                    start = time.perf_counter()
-                    out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
-                    sync(self.device)
-                    seconds = time.perf_counter() - start
+                seconds, out = timed_prefill(self.model, self.inputs, self.device)
             finally:
                 hooks.remove()
                 llm.remove()

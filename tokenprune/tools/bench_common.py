@@ -137,6 +137,16 @@ def dense_or_wrapped(
         yield handle
 
 
+def timed_prefill(model: Any, inputs: dict[str, Any], device: str) -> tuple[float, Any]:
+    """``(seconds, output)`` of one prefill forward (cache on, last position's logits), synchronised."""
+    with torch.inference_mode():
+        sync(device)
+        start = time.perf_counter()
+        out = model(**inputs, use_cache=True, logits_to_keep=1)
+        sync(device)
+        return time.perf_counter() - start, out
+
+
 def timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, device: str) -> dict[str, Any]:
     """One greedy ``generate`` of exactly ``new_tokens``: total seconds, per-step times, time to first token."""
     streamer = StepStreamer(device)

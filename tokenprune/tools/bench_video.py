@@ -23,7 +23,6 @@ The models and the prompt come from `tokenprune.tools.video_models`.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
@@ -43,8 +42,9 @@ from .bench_common import (
     parse_dtype,
     ratio,
     timed_generate,
+    timed_prefill,
 )
-from .clocks import SpanClock, sync
+from .clocks import SpanClock
 from .video_models import (
     VideoBenchShape,
     build_video_inputs,
@@ -74,12 +74,7 @@ class _VideoRunner:
         with self._mode(wrapped) as handle:
             llm = SpanClock(self.stack.language_model, self.device)
             try:
-                with torch.inference_mode():
-                    sync(self.device)
-                    start = time.perf_counter()
-                    out = self.model(**self.inputs, use_cache=True, logits_to_keep=1)
-                    sync(self.device)
-                    seconds = time.perf_counter() - start
+                seconds, out = timed_prefill(self.model, self.inputs, self.device)
             finally:
                 llm.remove()
             kv, lengths = cache_bytes(cache_from_output(out))
