@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..cost import VisionDims, tower_vision_dims
 from ..engine.placement import execution_device
+from ..video_layout import VideoGrid, VideoShape
 
 __all__ = ["Adapter", "DecoderStack", "PackedVision", "VisionTower", "pad_token_id"]
 
@@ -151,6 +152,9 @@ class Adapter(ABC):
     """``config.model_type`` values this adapter handles."""
     supports_compact_positions: ClassVar[bool] = True
     """Whether ``positions="compact"`` is defined (1-D RoPE only)."""
+    preset_types: ClassVar[dict[str, str]] = {}
+    """Cost-model preset name prefixes of this family -> the ``model_type`` whose default transformers
+    config describes them (for layouts the presets do not spell out, e.g. `video_grid`)."""
 
     def matches(self, model: object) -> bool:
         """True when this adapter handles ``model`` (by ``config.model_type``, `handles_config`)."""
@@ -168,6 +172,14 @@ class Adapter(ABC):
         ``None``: not modelled (the costs then leave the vision side out).
         """
         return tower_vision_dims(config, text_hidden)
+
+    def video_grid(self, config: Any, shape: VideoShape) -> VideoGrid | None:
+        """The token grid a model of ``config`` makes of a video of ``shape`` (for the cost model).
+
+        ``None`` (the default): the family takes no video. Families with a video path override this,
+        reading patch sizes and merge factors from ``config``, so a checkpoint is costed as it runs.
+        """
+        return None
 
     def check(self, model: nn.Module) -> None:
         """Raise a clear error for a model of this family that the adapter cannot handle."""

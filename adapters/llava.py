@@ -7,10 +7,14 @@ PyramidDrop code. OneVision's video tokens are visual too.
 
 from __future__ import annotations
 
+import math
+from typing import Any, ClassVar
+
 from torch import nn
 
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import RegisterAdapter, hookimpl
+from ..video_layout import VideoGrid, VideoShape
 from .base import Adapter, VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
 
@@ -22,7 +26,25 @@ class LlavaAdapter(HFDecoderAdapter):
 
     name = "llava"
     model_types = ("llava", "llava_next", "llava_onevision")
+    preset_types: ClassVar[dict[str, str]] = {"llava-onevision": "llava_onevision"}
     visual_token_attrs = ("image_token_id", "video_token_id")
+
+    def video_grid(self, config: Any, shape: VideoShape) -> VideoGrid | None:
+        """LLaVA-OneVision: every frame is resized to the tower's image size and encoded on its own
+        (``side x side`` patches, ``side = image_size / patch_size``), projected, then 2x2 bilinear-pooled
+        to ``ceil(side / 2)^2`` tokens; one newline feature ends the video. LLaVA-1.5 and -NeXT take no video.
+
+        Raises:
+            ValueError: a temporal patch other than 1 (OneVision has none).
+        """
+        if getattr(config, "video_token_id", None) is None:
+            return None
+        if shape.temporal_patch not in (None, 1):
+            raise ValueError("LLaVA-OneVision encodes every frame on its own: it has no temporal patch (leave it unset or 1).")
+        vision = config.vision_config
+        side = int(vision.image_size) // int(vision.patch_size)
+        pooled = math.ceil(side / 2)  # transformers' get_video_features pools 2x2
+        return VideoGrid(shape.frames, pooled, pooled, 1, (side * side,) * shape.frames, shape.frames * side * side)
 
     def vision_tower(self, model: nn.Module) -> VisionTower:
         """LLaVA-1.5: every image gives ``image_seq_length`` features from one feature layer.

@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from ..cost import VisionDims
 from ..errors import UnsupportedFeatureError
 from ..hookspecs import RegisterAdapter, hookimpl
+from ..video_layout import VideoGrid, VideoShape
 from .base import PackedVision, VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
 
@@ -136,6 +138,7 @@ class QwenVLAdapter(HFDecoderAdapter):
 
     name = "qwen_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+    preset_types: ClassVar[dict[str, str]] = {"qwen2-vl": "qwen2_vl", "qwen2.5-vl": "qwen2_5_vl"}
     visual_token_attrs = ("image_token_id", "video_token_id")
     supports_compact_positions = False
 
@@ -163,6 +166,20 @@ class QwenVLAdapter(HFDecoderAdapter):
             patches_per_visual_token=merge, extra_tokens=0,
             projector=((merged, merged), (merged, text_hidden)),
         )  # fmt: skip
+
+    def video_grid(self, config: Any, shape: VideoShape) -> VideoGrid:
+        """The processor rounds each side to a multiple of ``patch * merge`` px and pads the frames to a
+        multiple of the temporal patch; the tower makes ``frames / temporal_patch x height / patch x
+        width / patch`` patches (each temporal patch one attention sequence) and the merger a
+        ``T x h x w`` grid of tokens (``h = height / (patch * merge)``)."""
+        vision = config.vision_config
+        patch, merge = int(vision.patch_size), int(vision.spatial_merge_size)
+        temporal = shape.temporal_patch or int(getattr(vision, "temporal_patch_size", 2))
+        unit = patch * merge
+        rows, cols = max(1, round(shape.height / unit)), max(1, round(shape.width / unit))
+        frames = math.ceil(shape.frames / temporal)
+        per_frame = rows * cols * merge * merge
+        return VideoGrid(frames, rows, cols, 0, (per_frame,) * frames, frames * rows * cols)
 
     def vision_tower(self, model: nn.Module) -> VisionTower:
         """Qwen2-VL / Qwen2.5-VL: per-image token counts, selection after the patch merger.

@@ -70,3 +70,33 @@ def test_flops_command_takes_a_video_shape(capsys):
     assert "takes no video" in capsys.readouterr().err
     assert main(["flops", "--model", "qwen2-vl-7b", "--video", "32x448x448", "--visual-tokens", "5"]) == 2
     assert "drop --visual-tokens" in capsys.readouterr().err
+
+
+def test_a_checkpoint_is_laid_out_from_its_own_config(tmp_path, capsys):
+    """The adapters read the layout from the config: a checkpoint with another patch size, merge factor
+    or tower image size is costed as it runs, and its directory works as `--model`."""
+    import json
+
+    from transformers import AutoConfig
+
+    from tokenprune.tools.cli import main
+
+    qwen = AutoConfig.for_model("qwen2_vl")
+    qwen.vision_config.patch_size, qwen.vision_config.spatial_merge_size = 16, 2  # 32 px per merged token
+    grid = video_grid(qwen, VideoShape(8, 448, 448))
+    assert (grid.grid, grid.encoder_sequences) == ((4, 14, 14), (14 * 14 * 4,) * 4)
+    qwen3 = AutoConfig.for_model("qwen3_vl")  # patch 16 by default
+    assert video_grid(qwen3, VideoShape(8, 448, 448)).grid == (4, 14, 14)
+    onevision = AutoConfig.for_model("llava_onevision")
+    onevision.vision_config.image_size = 336  # 24 x 24 patches per frame, pooled to 12 x 12
+    one = video_grid(onevision, VideoShape(4, 720, 1280))
+    assert (one.grid, one.extra, one.encoder_sequences) == ((4, 12, 12), 1, (576,) * 4)
+    with pytest.raises(ValueError, match="takes no video"):
+        video_grid(AutoConfig.for_model("llava"), VideoShape(8, 336, 336))
+
+    qwen.save_pretrained(tmp_path)
+    assert main(["flops", "--model", str(tmp_path), "--video", "8x448x448", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["grid"], data["visual_tokens"]) == ([4, 14, 14], 4 * 14 * 14)
+    assert main(["flops", "--model", str(tmp_path / "missing"), "--video", "8x448x448"]) == 2
+    assert "neither a model preset" in capsys.readouterr().err

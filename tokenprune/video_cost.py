@@ -1,8 +1,11 @@
 """The cost of a video prompt: visual tokens of a video shape, and FLOPs dense vs. a strategy.
 
-A video of ``frames`` frames at ``height x width`` px becomes LLM visual tokens per family:
+A video of ``frames`` frames at ``height x width`` px becomes LLM visual tokens per family. The family
+adapter lays it out from the model's config (`Adapter.video_grid`: patch size, merge factor, temporal
+patch, tower image size), so a local checkpoint is costed as it runs; a preset uses its family's default
+config. With the defaults:
 
-* **Qwen2-VL / Qwen2.5-VL**: the processor rounds each side to a multiple of ``patch * merge`` (28 px)
+* **Qwen2-VL / Qwen2.5-VL / Qwen3-VL** (patch 16 there): the processor rounds each side to a multiple of ``patch * merge`` (28 px)
   and pads the frame count to a multiple of the temporal patch (2); the tower makes
   ``frames/2 x height/14 x width/14`` patches and the 2x2 merger a ``T x h x w`` grid of tokens
   (``T = frames/2``, ``h = height/28``, ``w = width/28``). Each temporal patch is one attention
@@ -21,119 +24,81 @@ The vision encoder runs on every frame either way.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from .vision_language import VisionLanguageStrategy
-from .cost import ModelDims, decode_flops, full_layer_flops, kv_cache_bytes, lm_head_flops, paper_flops
+from .cost import (
+    PRESETS,
+    ModelDims,
+    decode_flops,
+    full_layer_flops,
+    kv_cache_bytes,
+    lm_head_flops,
+    paper_flops,
+)
 from .interfaces import Strategy
+from .video_layout import VideoGrid, VideoShape
+from .vision_language import VisionLanguageStrategy
 
-__all__ = ["VideoShape", "VideoGrid", "video_grid", "video_cost", "VIDEO_FAMILIES", "render_video_cost"]
-
-
-@dataclass(frozen=True)
-class VideoShape:
-    """A video as the user has it: raw frames and their size in pixels.
-
-    Attributes:
-        frames: raw frames sampled from the video.
-        height, width: frame size in pixels (before the processor's resizing).
-        temporal_patch: frames per temporal patch (``None``: the family's own; Qwen 2, OneVision 1).
-    """
-
-    frames: int
-    height: int
-    width: int
-    temporal_patch: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("frames", "height", "width"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"VideoShape.{name} must be a positive integer, got {getattr(self, name)!r}.")
-        if self.temporal_patch is not None and self.temporal_patch < 1:
-            raise ValueError(f"VideoShape.temporal_patch must be >= 1, got {self.temporal_patch}.")
-
-    @classmethod
-    def parse(cls, text: str) -> VideoShape:
-        """``"32x448x448"`` (frames x height x width) or ``"32x448x448x2"`` (and a temporal patch)."""
-        parts = text.lower().replace(",", "x").split("x")
-        try:
-            numbers = [int(p) for p in parts]
-        except ValueError:
-            numbers = []
-        if len(numbers) not in (3, 4):
-            raise ValueError(
-                f"Video shape {text!r}: write FRAMESxHEIGHTxWIDTH (e.g. 32x448x448) or FRAMESxHEIGHTxWIDTHxTEMPORAL_PATCH."
-            )
-        return cls(*numbers)
+__all__ = ["VideoShape", "VideoGrid", "video_config", "video_grid", "video_cost", "render_video_cost"]
 
 
-@dataclass(frozen=True)
-class VideoGrid:
-    """What the LLM receives from one video: a ``frames x rows x cols`` token grid plus ``extra`` tokens.
+def video_config(model: str | Any) -> Any | None:
+    """The transformers config that lays out ``model``'s videos.
 
-    Attributes:
-        frames, rows, cols: the merged token grid (``frames`` = temporal patches).
-        extra: tokens outside the grid (OneVision's newline feature).
-        encoder_sequences: the vision encoder's sequence lengths (one per frame or temporal patch).
-        projector_tokens: tokens the projector runs on (before OneVision's pooling).
-    """
-
-    frames: int
-    rows: int
-    cols: int
-    extra: int
-    encoder_sequences: tuple[int, ...]
-    projector_tokens: int
-
-    @property
-    def grid(self) -> tuple[int, int, int]:
-        """``(frames, rows, cols)`` of merged tokens."""
-        return self.frames, self.rows, self.cols
-
-    @property
-    def tokens(self) -> int:
-        """LLM visual tokens of the video."""
-        return self.frames * self.rows * self.cols + self.extra
-
-
-def _qwen(shape: VideoShape, patch: int = 14, merge: int = 2) -> VideoGrid:
-    tp = shape.temporal_patch or 2
-    unit = patch * merge
-    rows, cols = max(1, round(shape.height / unit)), max(1, round(shape.width / unit))
-    frames = math.ceil(shape.frames / tp)
-    per_frame = rows * cols * merge * merge
-    return VideoGrid(frames, rows, cols, 0, (per_frame,) * frames, frames * rows * cols)
-
-
-def _onevision(shape: VideoShape, image: int = 384, patch: int = 14, pool: int = 2) -> VideoGrid:
-    if shape.temporal_patch not in (None, 1):
-        raise ValueError("LLaVA-OneVision encodes every frame on its own: it has no temporal patch (leave it unset or 1).")
-    side = image // patch  # the processor resizes every frame to the tower's size
-    pooled = math.ceil(side / pool)
-    return VideoGrid(shape.frames, pooled, pooled, 1, (side * side,) * shape.frames, shape.frames * side * side)
-
-
-VIDEO_FAMILIES = {"qwen2-vl": _qwen, "qwen2.5-vl": _qwen, "llava-onevision": _onevision}
-"""Preset-name prefixes -> the video layout of that family. (Model knowledge keyed by ``model_type``
-belongs to the adapters; moving these layouts there, so a local checkpoint resolves by its config,
-is an open item.)"""
-
-
-def video_grid(model: str, shape: VideoShape) -> VideoGrid:
-    """The LLM-side grid of ``shape`` on a model family (a preset name such as ``"qwen2-vl-7b"``).
+    ``model`` is a config (returned as is), a cost-model preset name (its family's default config,
+    e.g. ``"qwen2.5-vl-7b"``), or a local model directory / ``config.json`` (read without downloading).
+    ``None`` for a preset of a family without videos.
 
     Raises:
-        ValueError: the family does not take videos (the message lists those that do).
+        ValueError: neither a preset nor a readable local config.
     """
+    if not isinstance(model, str):
+        return model
+    from transformers import AutoConfig
+
+    from .registry import get_registry
+
     key = model.lower()
-    for prefix, layout in VIDEO_FAMILIES.items():
-        if key.startswith(prefix):
-            return layout(shape)
-    raise ValueError(
-        f"{model!r} takes no video in the cost model; video shapes are known for Qwen2-VL / Qwen2.5-VL and "
-        "LLaVA-OneVision (presets qwen2-vl-7b, qwen2.5-vl-7b, llava-onevision-7b)."
-    )
+    for spec in get_registry().adapters.values():
+        for prefix, model_type in spec.adapter.preset_types.items():
+            if key.startswith(prefix):
+                return AutoConfig.for_model(model_type)
+    if key in PRESETS:
+        return None
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise ValueError(
+            f"{model!r} is neither a model preset ({', '.join(PRESETS)}) nor an existing local path "
+            "(a directory with config.json, or a config.json file)."
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (ValueError, OSError, KeyError, TypeError) as exc:
+        raise ValueError(f"Could not read a transformers config from {path}: {exc}") from None
+
+
+def video_grid(model: str | Any, shape: VideoShape) -> VideoGrid:
+    """The LLM-side grid of ``shape`` on a model (a preset name, a local checkpoint or a config).
+
+    The layout is the family adapter's (`Adapter.video_grid`), read from the model's config, so a
+    local checkpoint with another patch size or merge factor is costed as it will run.
+
+    Raises:
+        ValueError: the model takes no video (the message names the families that do).
+    """
+    from .registry import get_registry
+
+    config = video_config(model)
+    adapter = get_registry().adapter_for_config(config) if config is not None else None
+    grid = adapter.video_grid(config, shape) if adapter is not None else None
+    if grid is None:
+        name = model if isinstance(model, str) else getattr(config, "model_type", type(config).__name__)
+        raise ValueError(
+            f"{name!r} takes no video in the cost model; video layouts are known for Qwen2-VL / Qwen2.5-VL / Qwen3-VL "
+            "and LLaVA-OneVision (presets qwen2-vl-7b, qwen2.5-vl-7b, llava-onevision-7b, or their checkpoints)."
+        )
+    return grid
 
 
 def _vision_flops(dims: ModelDims, grid: VideoGrid) -> float:
@@ -160,8 +125,8 @@ def video_cost(
     """Dense vs. ``strategy`` cost of one prompt holding one video of ``shape`` (JSON-ready).
 
     Args:
-        dims: the model shape (`ModelDims.preset`).
-        model: its family's preset name for the video layout (`video_grid`).
+        dims: the model shape (`ModelDims.preset`, `ModelDims.load`).
+        model: what lays out the video (`video_grid`): a preset name, a local checkpoint or a config.
         shape: the video.
         strategy: a built strategy (``get_registry().build(name, **options)``) or ``None`` (dense only).
         text_tokens: text tokens of the prompt (default ``dims.text_tokens``).
@@ -198,7 +163,7 @@ def video_cost(
     vision = _vision_flops(dims, grid)
     t = 1e12
     return {
-        "model": model, "video": {"frames": shape.frames, "height": shape.height, "width": shape.width,
+        "model": model if isinstance(model, str) else getattr(model, "model_type", None), "video": {"frames": shape.frames, "height": shape.height, "width": shape.width,
                                   "temporal_patch": shape.temporal_patch},
         "grid": list(grid.grid), "extra_tokens": grid.extra, "visual_tokens": n, "llm_visual_tokens": kept,
         "text_tokens": text, "strategy": getattr(strategy, "name", None),

@@ -163,7 +163,7 @@ def video_flops_report(args: argparse.Namespace) -> dict[str, Any]:
     dims, _ = load_dims(args.model)
     try:
         shape = VideoShape.parse(args.video)
-        return video_cost(dims, dims.name or args.model, shape, build_strategy(args.strategy, dict(args.option or [])),
+        return video_cost(dims, args.model, shape, build_strategy(args.strategy, dict(args.option or [])),
                           text_tokens=args.text_tokens, new_tokens=args.new_tokens, kv_dtype=args.kv_dtype)  # fmt: skip
     except ValueError as exc:
         raise CliError(f"--video: {exc}") from None
@@ -401,8 +401,9 @@ def _add_flops(sub: Any) -> None:
     flops.add_argument("--text-tokens", type=at_least(0), metavar="T", help="text tokens of the prompt (default: 64)")
     flops.add_argument(
         "--video", metavar="FxHxW[xT]",
-        help="cost one video of F frames at HxW px (T: temporal patch) instead of --visual-tokens; Qwen2-VL, Qwen2.5-VL "
-        "and LLaVA-OneVision presets (e.g. --model qwen2.5-vl-7b --video 32x448x448 --strategy evs)",
+        help="cost one video of F frames at HxW px (T: temporal patch) instead of --visual-tokens; Qwen2-VL, Qwen2.5-VL, "
+        "Qwen3-VL and LLaVA-OneVision presets or checkpoints, laid out from their config "
+        "(e.g. --model qwen2.5-vl-7b --video 32x448x448 --strategy evs)",
     )  # fmt: skip
     flops.add_argument(
         "--new-tokens", type=at_least(0), default=0, metavar="K", help="decode steps to cost (default: 0)"
