@@ -204,8 +204,19 @@ _HOST_READS = {
 }  # fmt: skip
 
 
+_HOST_DATA_TO_DEVICE = {torch.tensor, torch.as_tensor}
+"""Tensors built from host values on a device: on a GPU, a blocking host->device copy (a sync too)."""
+
+
+def _has_values(args: tuple) -> bool:
+    """Whether a tensor factory got values to copy (transformers' caches make empty device tensors: no copy)."""
+    data = args[0] if args else None
+    return not (isinstance(data, (list, tuple)) and len(data) == 0)
+
+
 class HostReads(TorchFunctionMode):
-    """Records every torch call that reads a tensor's values on the host (a GPU sync)."""
+    """Records every torch call that syncs with the device: a read of a tensor's values on the host, or
+    a tensor made on a device from host values (``torch.tensor(..., device=...)``)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -214,6 +225,8 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _HOST_READS:
             self.seen.append(getattr(func, "__name__", repr(func)))
+        elif func in _HOST_DATA_TO_DEVICE and (kwargs or {}).get("device") is not None and _has_values(args):
+            self.seen.append(f"{func.__name__}(device=...)")
         return func(*args, **(kwargs or {}))
 
 
@@ -238,7 +251,9 @@ def test_the_watch_sees_a_host_read():
     with mode:
         bool(torch.ones(1) > 0)
         torch.arange(3).tolist()
-    assert mode.seen == ["__bool__", "tolist"]
+        torch.tensor([1, 2], device="cpu")  # on a GPU: a blocking host->device copy
+        torch.full((2,), 1, device="cpu")  # filled on the device: no copy, not recorded
+    assert mode.seen == ["__bool__", "tolist", "tensor(device=...)"]
 
 
 @pytest.mark.parametrize("layout", ["mixed", "left_padded"])

@@ -10,6 +10,18 @@ from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext, Scorer
 __all__ = ["RandomScorer", "ConstantScorer", "StrideDrop", "stride_mask"]
 
 
+def _to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` (host draws, never written again) on ``device``, without waiting for the device.
+
+    A plain ``.to("cuda")`` of pageable host memory waits until every kernel already queued has run:
+    inside a layer hook that is the same pipeline drain as a device->host read. From pinned memory
+    with ``non_blocking=True`` the copy is queued like a kernel instead.
+    """
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 class RandomScorer(Scorer):
     """A random ranking of each sample's visual tokens, reproducible and batch-invariant.
 
@@ -50,7 +62,7 @@ class RandomScorer(Scorer):
         for b, count in enumerate(counts):
             draws[b, :count] = self._draws(ctx.layer_index, count)
         rank = (visual.long().cumsum(1) - 1).clamp(0, width - 1)
-        return torch.where(visual, draws.to(visual.device).gather(1, rank), 0.0)
+        return torch.where(visual, _to_device(draws, visual.device).gather(1, rank), 0.0)
 
     def __repr__(self) -> str:
         return f"RandomScorer(seed={self.seed})"

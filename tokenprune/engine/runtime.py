@@ -74,6 +74,14 @@ def _known_length(cache: Any) -> int | None:
     return int(length)
 
 
+def _rows_on_device(rows: list[list[int]], device: torch.device) -> tuple[Tensor, ...]:
+    """One ``(B,)`` tensor per row, from one host->device copy; each row its own tensor (not a view at an
+    offset of a shared one), so a compiled boundary step sees the same kind of input at every layer."""
+    if not rows:
+        return ()
+    return tuple(row.clone() for row in torch.tensor(rows, dtype=torch.long, device=device))
+
+
 def _real_tokens(mask: Any, visual: Tensor) -> Tensor:
     """``(B, L)`` real (non-padding) tokens, from whatever attention mask the VLM was given.
 
@@ -309,9 +317,12 @@ class Engine(HookOwner):
         positions = torch.arange(length, device=visual.device).unsqueeze(0)
         positions = positions if batch == 1 else positions.expand(batch, -1).contiguous()
         first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded)
+        # Each boundary's n_keep (as `plan_boundary` derives it), copied to the device here, before the stack.
+        n_keep = [[max(int(t) - vq, 0) for t, vq in zip(row, layout.visual_queries)] for row in schedule.keep]
         return ForwardState(
             length=length, schedule=schedule, query=query, query_weight=weight, stages=[first], layout=layout,
             capacity=static_capacity(cache), last_query=not training,
+            n_keep=_rows_on_device(n_keep, visual.device),
         )  # fmt: skip
 
     def _queries(self, valid: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -377,7 +388,7 @@ class Engine(HookOwner):
         # The query is the last slot when it is the last real token and no slot is a filler (host-known).
         last_slot = state.last_query and bool(prev.all_valid)
         query = self._query_slots(state, prev, last_slot)
-        n_keep = torch.tensor(plan.n_keep, device=prev.idx.device)
+        n_keep = state.n_keep[step]  # planned in the VLM pre-hook: no host->device copy here
         mask = self._stage_mask(state, prev, kwargs.get("attention_mask"), hidden.dtype)
         full_rope = kwargs.get("position_embeddings")
         rope = self._stage_rope(state, prev, kwargs, hidden)

@@ -71,6 +71,8 @@ class ForwardState:
         memo: sliced masks and rotary tables, computed once per stage and reused by its layers.
         record: where stages are published for decode (``None`` without a cache).
         capacity: ``max_cache_len`` of a static cache (``None``: a dynamic cache or none).
+        n_keep: per reduction layer, the ``(B,)`` candidates each sample keeps, on the device, copied
+            once in the VLM pre-hook (a host->device copy in a layer hook would wait for the queue too).
         last_query: inference: one query row per sample, weight 1, the last real token (host-known). With
             no filler slot and no mask the query is then the last slot and sees every slot, so the
             scoring step needs neither a visibility mask nor a weighted mean over query rows.
@@ -86,6 +88,7 @@ class ForwardState:
     record: CacheRecord | None = None
     capacity: int | None = None
     last_query: bool = False
+    n_keep: tuple[Tensor, ...] = ()
 
     @property
     def current(self) -> Stage:
