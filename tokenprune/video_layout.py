@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["VideoShape", "VideoGrid"]
+__all__ = ["VideoGrid", "VideoShape"]
 
 
 @dataclass(frozen=True)
