@@ -32,13 +32,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import colorsys
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
     "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
-    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS",
+    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS", "COUNTER_PX", "counter_colour",
 ]  # fmt: skip
 
 STEPS = 9
@@ -60,6 +62,8 @@ CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
 """Accuracy of a uniform guess among each kind's possible answers."""
 HIDEABLE = (1, 2, 3, 5, 6, 7)
 """Steps at which A and C may be hidden (never the first, middle or last)."""
+COUNTER_PX = 4
+"""Height of the step counter strip across the top of every frame (one patch row; 0: no counter)."""
 MARGIN = 12  # >= 4.5 steps x 2.5 px: the path around the middle position stays on the canvas
 SPLIT_SEEDS = {"train": 0, "test": 1}
 SPLIT_SIZES = {"train": 20000, "test": 500}
@@ -140,12 +144,21 @@ def _draw(draw: ImageDraw.ImageDraw, track: Track, time: float) -> None:
         draw.polygon([(x0 + s / 2, y0), (x0, y0 + s), (x0 + s, y0 + s)], fill=fill)
 
 
+def counter_colour(step: int) -> tuple[int, int, int]:
+    """The step counter's colour at ``step``: nine hues around the colour wheel (saturated, mid-bright)."""
+    r, g, b = colorsys.hsv_to_rgb(step / STEPS, 0.9, 0.85)
+    return round(255 * r), round(255 * g), round(255 * b)
+
+
 def _frame(video: Video, step: int, time: float) -> np.ndarray:
     image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
     draw = ImageDraw.Draw(image)
     for track in video.tracks:
         if step not in track.hidden:
             _draw(draw, track, time)
+    if COUNTER_PX:  # the step counter, drawn last across the top rows: colour rows alternating with black
+        for row in range(COUNTER_PX):
+            draw.line((0, row, FRAME_PX - 1, row), fill=counter_colour(step) if row % 2 == 0 else (0, 0, 0))
     return np.asarray(image)
 
 
