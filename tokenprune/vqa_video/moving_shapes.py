@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
     "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
-    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS", "COUNTER_PX", "counter_colour",
+    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS", "COUNTER_EVERY", "counter_colour",
 ]  # fmt: skip
 
 STEPS = 9
@@ -62,8 +62,8 @@ CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
 """Accuracy of a uniform guess among each kind's possible answers."""
 HIDEABLE = (1, 2, 3, 5, 6, 7)
 """Steps at which A and C may be hidden (never the first, middle or last)."""
-COUNTER_PX = 4
-"""Height of the step counter strip across the top of every frame (one patch row; 0: no counter)."""
+COUNTER_EVERY = 8
+"""Spacing of the step counter's pixels: one at the top-left of every 8x8 px cell (one visual token; 0: none)."""
 MARGIN = 12  # >= 4.5 steps x 2.5 px: the path around the middle position stays on the canvas
 SPLIT_SEEDS = {"train": 0, "test": 1}
 SPLIT_SIZES = {"train": 20000, "test": 500}
@@ -156,10 +156,10 @@ def _frame(video: Video, step: int, time: float) -> np.ndarray:
     for track in video.tracks:
         if step not in track.hidden:
             _draw(draw, track, time)
-    if COUNTER_PX:  # the step counter, drawn last across the top rows: colour rows alternating with black
-        for row in range(COUNTER_PX):
-            draw.line((0, row, FRAME_PX - 1, row), fill=counter_colour(step) if row % 2 == 0 else (0, 0, 0))
-    return np.asarray(image)
+    frame = np.array(image)
+    if COUNTER_EVERY:  # the step counter: one pixel of the step's colour at the top-left of every cell, drawn last
+        frame[::COUNTER_EVERY, ::COUNTER_EVERY] = counter_colour(step)
+    return frame
 
 
 def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
