@@ -21,6 +21,11 @@ predicts the colours it names) and ``--tie-colour`` (the tower's colour head sco
 colour words' embeddings). With all of them off the script draws the same weights and data as before.
 ``--init`` continues from a saved run (embedding rows are matched by word).
 
+``--counter`` draws the step counter into every frame (`moving_shapes.render(counter=True)`: one pixel of the
+step's colour in every 8x8 px cell, so every visual token sees its step); ``--step-weight`` then adds a
+per-token loss on the tower's merged tokens predicting their step, and ``--lookups-from`` starts the
+``--lookups`` questions only at that training step (a curriculum). The model card reports what they reached.
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
@@ -68,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--single-frame", action="store_true", help="the single-frame baseline: every frame is the middle step")
     p.add_argument("--init", default=None, help="start from the weights saved in this directory (continue a run)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
+    p.add_argument("--counter", action="store_true",
+                   help="draw the step counter into every frame (moving_shapes.render(counter=True); the model must then be "
+                   "evaluated on such frames: evaluate(..., counter=True))")
     p.add_argument("--step-weight", type=float, default=0.0,
                    help="weight of the per-token step loss on the tower's merged tokens (each predicts its time step, "
                    "read from the frame's step counter; 0: off)")
@@ -93,8 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+COUNTER = False
+"""Whether frames carry the step counter (``--counter``; `moving_shapes.render`)."""
+
+
 def frames_of(video: ms.Video, single_frame: bool) -> np.ndarray:
-    return ms.render(video, [ms.MIDDLE_STEP] * ms.STEPS if single_frame else None)
+    return ms.render(video, [ms.MIDDLE_STEP] * ms.STEPS if single_frame else None, counter=COUNTER)
 
 
 def extra_counts(video: ms.Video) -> list[ms.Question]:
@@ -134,6 +146,8 @@ def evaluate(vqa: TinyVideoVQA, test: ms.Split, single_frame: bool, limit: int |
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    global COUNTER
+    COUNTER = args.counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)

@@ -24,6 +24,15 @@ uniformly from the same central square whatever its direction (the path is built
 are never hidden at step 4, so hiding times leave no trace there; B is visible at step 4 with
 probability 1/2 whether it appears or leaves (``a`` in 2..4 vs 5..7). Every answer is balanced.
 
+**Step counter (optional, ``render(video, counter=True)``).** Every frame then carries its step: one
+pixel of the step's colour (`counter_colour`, nine hues) at the top-left corner of every 8x8 px cell,
+i.e. in every visual token of the tiny model (``COUNTER_EVERY``). The stock Qwen2-VL tower attends
+within one temporal patch and M-RoPE's time rotates only queries and keys, so without it a token's
+value does not say when it was seen. The middle step's counter is the same in every video, so the
+single-frame property below holds with it too. Videos, questions and answers are the same either way;
+only the pixels differ. Off by default: the shipped model was trained and is evaluated without it
+(its model card reports what a model trained with it reached).
+
 Everything derives from ``numpy.random.default_rng(seed)``; the test split is ``split("test")``
 (seed 1, 500 videos, 3000 questions), fixed.
 """
@@ -63,7 +72,8 @@ CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
 HIDEABLE = (1, 2, 3, 5, 6, 7)
 """Steps at which A and C may be hidden (never the first, middle or last)."""
 COUNTER_EVERY = 8
-"""Spacing of the step counter's pixels: one at the top-left of every 8x8 px cell (one visual token; 0: none)."""
+"""Spacing of the step counter's pixels (``render(..., counter=True)``): one at the top-left of every 8x8 px cell, i.e.
+one in every visual token of the tiny model."""
 MARGIN = 12  # >= 4.5 steps x 2.5 px: the path around the middle position stays on the canvas
 SPLIT_SEEDS = {"train": 0, "test": 1}
 SPLIT_SIZES = {"train": 20000, "test": 500}
@@ -150,19 +160,19 @@ def counter_colour(step: int) -> tuple[int, int, int]:
     return round(255 * r), round(255 * g), round(255 * b)
 
 
-def _frame(video: Video, step: int, time: float) -> np.ndarray:
+def _frame(video: Video, step: int, time: float, counter: bool = False) -> np.ndarray:
     image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
     draw = ImageDraw.Draw(image)
     for track in video.tracks:
         if step not in track.hidden:
             _draw(draw, track, time)
     frame = np.array(image)
-    if COUNTER_EVERY:  # the step counter: one pixel of the step's colour at the top-left of every cell, drawn last
+    if counter:  # the step counter: one pixel of the step's colour at the top-left of every cell, drawn last
         frame[::COUNTER_EVERY, ::COUNTER_EVERY] = counter_colour(step)
     return frame
 
 
-def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
+def render(video: Video, steps: list[int] | None = None, counter: bool = False) -> np.ndarray:
     """``(frames, 48, 48, 3)`` uint8 frames, two per step (``FRAMES_PER_STEP``).
 
     Raw frame ``f`` shows the shapes at time ``f / 2`` (the motion continues within a step, so a
@@ -171,8 +181,9 @@ def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
     single-frame baseline's input: the middle frame, still).
     """
     if steps is not None:
-        return np.stack([_frame(video, s, float(s)) for s in steps for _ in range(FRAMES_PER_STEP)])
-    return np.stack([_frame(video, f // FRAMES_PER_STEP, f / FRAMES_PER_STEP) for f in range(STEPS * FRAMES_PER_STEP)])
+        return np.stack([_frame(video, s, float(s), counter) for s in steps for _ in range(FRAMES_PER_STEP)])
+    frames = range(STEPS * FRAMES_PER_STEP)
+    return np.stack([_frame(video, f // FRAMES_PER_STEP, f / FRAMES_PER_STEP, counter) for f in frames])
 
 
 def questions(video: Video, rng: np.random.Generator) -> list[Question]:
