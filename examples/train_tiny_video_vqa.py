@@ -21,6 +21,11 @@ predicts the colours it names) and ``--tie-colour`` (the tower's colour head sco
 colour words' embeddings). With all of them off the script draws the same weights and data as before.
 ``--init`` continues from a saved run (embedding rows are matched by word).
 
+``--counter`` draws the step counter into every frame (`moving_shapes.render(counter=True)`: one pixel of the
+step's colour in every 8x8 px cell, so every visual token sees its step); ``--step-weight`` then adds a
+per-token loss on the tower's merged tokens predicting their step, and ``--lookups-from`` starts the
+``--lookups`` questions only at that training step (a curriculum). The model card reports what they reached.
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
@@ -68,6 +73,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--single-frame", action="store_true", help="the single-frame baseline: every frame is the middle step")
     p.add_argument("--init", default=None, help="start from the weights saved in this directory (continue a run)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
+    p.add_argument("--counter", action="store_true",
+                   help="draw the step counter into every frame (moving_shapes.render(counter=True); the model must then be "
+                   "evaluated on such frames: evaluate(..., counter=True))")
+    p.add_argument("--step-weight", type=float, default=0.0,
+                   help="weight of the per-token step loss on the tower's merged tokens (each predicts its time step, "
+                   "read from the frame's step counter; 0: off)")
+    p.add_argument("--lookups-from", type=int, default=0, help="add the --lookups questions from this training step on")
     p.add_argument("--time-weight", type=float, default=0.0,
                    help="weight of the per-token step loss on the LLM's hidden states after layer --time-layer (0: off)")
     p.add_argument("--time-layer", type=int, default=1, help="the LLM layer (1-based) whose output predicts each video token's step")
@@ -89,8 +101,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+COUNTER = False
+"""Whether frames carry the step counter (``--counter``; `moving_shapes.render`)."""
+
+
 def frames_of(video: ms.Video, single_frame: bool) -> np.ndarray:
-    return ms.render(video, [ms.MIDDLE_STEP] * ms.STEPS if single_frame else None)
+    return ms.render(video, [ms.MIDDLE_STEP] * ms.STEPS if single_frame else None, counter=COUNTER)
 
 
 def extra_counts(video: ms.Video) -> list[ms.Question]:
@@ -130,6 +146,8 @@ def evaluate(vqa: TinyVideoVQA, test: ms.Split, single_frame: bool, limit: int |
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    global COUNTER
+    COUNTER = args.counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     random.seed(args.seed)
@@ -154,7 +172,8 @@ def main(argv=None) -> dict:
                                  "direction": torch.nn.Linear(width, len(ms.DIRECTIONS) + 1),
                                  "step": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
                                  "profile": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
-                                 "query": torch.nn.Linear(model.config.text_config.hidden_size, len(ms.COLORS))})  # fmt: skip
+                                 "query": torch.nn.Linear(model.config.text_config.hidden_size, len(ms.COLORS)),
+                                 "tower_step": torch.nn.Linear(width, ms.STEPS)})  # fmt: skip
     captured: dict = {}
 
     def capture(module, args, output):
@@ -163,7 +182,7 @@ def main(argv=None) -> dict:
     def capture_text(module, args, output):
         captured["text"] = output[0] if isinstance(output, tuple) else output
 
-    hook = model.model.visual.register_forward_hook(capture) if args.aux_weight else None
+    hook = model.model.visual.register_forward_hook(capture) if args.aux_weight or args.step_weight else None
     def capture_last(module, args, output):
         captured["last"] = output
 
@@ -189,7 +208,8 @@ def main(argv=None) -> dict:
     step = 0
     for step in range(1, total + 1):
         videos = [ms.make_video(rng) for _ in range(args.batch)]
-        asked = [ms.questions(v, rng) + ms.lookup_questions(v, rng, args.lookups) + (extra_counts(v) if args.all_counts else [])
+        lookups = args.lookups if step > args.lookups_from else 0
+        asked = [ms.questions(v, rng) + ms.lookup_questions(v, rng, lookups) + (extra_counts(v) if args.all_counts else [])
                  for v in videos]  # fmt: skip
         dialogues = [[(q.text, q.answer) for q in qs] for qs in asked]
         inputs = vqa.encode_dialogues([frames_of(v, args.single_frame) for v in videos], dialogues)
@@ -209,6 +229,10 @@ def main(argv=None) -> dict:
             else:
                 colour_logits = heads["colour"](merged)
             loss = loss + args.aux_weight * (ce(colour_logits, colour) + ce(heads["direction"](merged), direction))
+            if args.step_weight:
+                tower_step_loss = ce(heads["tower_step"](merged), token_step.repeat(len(videos)))
+                step_loss = tower_step_loss.detach()
+                loss = loss + args.step_weight * tower_step_loss
         query = inputs["labels"].roll(-1, dims=1) != -100  # the token before each answer: the question's last
         if args.query_weight:
             named = torch.tensor([[float(f" {c} " in f" {q.text} ") for c in ms.COLORS] for qs in asked for q in qs])

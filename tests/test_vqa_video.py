@@ -45,6 +45,23 @@ def test_the_middle_frame_carries_no_answer():
     assert all(np.array_equal(single[0], f) for f in single)
 
 
+def test_every_cell_shows_the_step_counter_and_the_middle_step_is_the_same_in_every_video():
+    videos = ms.split("test", size=20).videos
+    colours = {ms.counter_colour(s) for s in range(ms.STEPS)}
+    assert len(colours) == ms.STEPS
+    for video in videos[:3]:
+        frames, plain = ms.render(video, counter=True), ms.render(video)
+        keep = np.ones(frames.shape[1:3], dtype=bool)
+        keep[:: ms.COUNTER_EVERY, :: ms.COUNTER_EVERY] = False
+        assert np.array_equal(frames[:, keep], plain[:, keep])  # only the counter's pixels differ
+        for f in range(ms.STEPS * ms.FRAMES_PER_STEP):
+            dots = frames[f, :: ms.COUNTER_EVERY, :: ms.COUNTER_EVERY].reshape(-1, 3)
+            assert (dots == ms.counter_colour(f // ms.FRAMES_PER_STEP)).all()
+    dots = {ms.render(v, [ms.MIDDLE_STEP], counter=True)[0, :: ms.COUNTER_EVERY, :: ms.COUNTER_EVERY].tobytes() for v in videos}
+    assert len(dots) == 1
+    assert ms.FRAME_PX % ms.COUNTER_EVERY == 0 and ms.COUNTER_EVERY == 8  # one dot per visual token (4 px patch, 2x2 merge)
+
+
 def test_pixels_match_the_stock_qwen2_vl_video_processor():
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 

@@ -128,8 +128,12 @@ def evaluate(
     limit: int | None = None,
     batch: int = 24,
     single_frame: bool = False,
+    counter: bool = False,
 ) -> dict[str, Any]:
-    """Accuracy per question kind (and overall) and the measured visual-FLOPs share, dense or wrapped."""
+    """Accuracy per question kind (and overall) and the measured visual-FLOPs share, dense or wrapped.
+
+    ``counter``: render the frames with the step counter (`moving_shapes.render`), for a model trained with it.
+    """
     n = len(test) if limit is None else min(limit, len(test))
     right, total = defaultdict(int), defaultdict(int)
     flops = dense = 0.0
@@ -137,7 +141,7 @@ def evaluate(
     vqa.model.eval()
     for start in range(0, n, batch):
         idx = range(start, min(start + batch, n))
-        frames = [ms.render(test.videos[test.video_index[i]], steps) for i in idx]
+        frames = [ms.render(test.videos[test.video_index[i]], steps, counter=counter) for i in idx]
         questions = [test.questions[i].text for i in idx]
         if strategy is None:
             answers = vqa.answer(frames, questions)

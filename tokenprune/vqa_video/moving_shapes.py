@@ -24,6 +24,15 @@ uniformly from the same central square whatever its direction (the path is built
 are never hidden at step 4, so hiding times leave no trace there; B is visible at step 4 with
 probability 1/2 whether it appears or leaves (``a`` in 2..4 vs 5..7). Every answer is balanced.
 
+**Step counter (optional, ``render(video, counter=True)``).** Every frame then carries its step: one
+pixel of the step's colour (`counter_colour`, nine hues) at the top-left corner of every 8x8 px cell,
+i.e. in every visual token of the tiny model (``COUNTER_EVERY``). The stock Qwen2-VL tower attends
+within one temporal patch and M-RoPE's time rotates only queries and keys, so without it a token's
+value does not say when it was seen. The middle step's counter is the same in every video, so the
+single-frame property below holds with it too. Videos, questions and answers are the same either way;
+only the pixels differ. Off by default: the shipped model was trained and is evaluated without it
+(its model card reports what a model trained with it reached).
+
 Everything derives from ``numpy.random.default_rng(seed)``; the test split is ``split("test")``
 (seed 1, 500 videos, 3000 questions), fixed.
 """
@@ -32,13 +41,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import colorsys
+
 import numpy as np
 from PIL import Image, ImageDraw
 
 __all__ = [
     "STEPS", "FRAMES_PER_STEP", "FRAME_PX", "MIDDLE_STEP", "COLORS", "SHAPES", "DIRECTIONS", "KINDS", "CHANCE",
     "Track", "Video", "Question", "make_video", "render", "questions", "split", "SPLIT_SEEDS", "cell_labels",
-    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS",
+    "lookup_questions", "STEP_WORDS", "TRAINING_WORDS", "COUNTER_EVERY", "counter_colour",
 ]  # fmt: skip
 
 STEPS = 9
@@ -60,6 +71,9 @@ CHANCE = {"direction": 0.25, "appear": 0.5, "count": 1 / 3, "order": 0.5}
 """Accuracy of a uniform guess among each kind's possible answers."""
 HIDEABLE = (1, 2, 3, 5, 6, 7)
 """Steps at which A and C may be hidden (never the first, middle or last)."""
+COUNTER_EVERY = 8
+"""Spacing of the step counter's pixels (``render(..., counter=True)``): one at the top-left of every 8x8 px cell, i.e.
+one in every visual token of the tiny model."""
 MARGIN = 12  # >= 4.5 steps x 2.5 px: the path around the middle position stays on the canvas
 SPLIT_SEEDS = {"train": 0, "test": 1}
 SPLIT_SIZES = {"train": 20000, "test": 500}
@@ -140,16 +154,25 @@ def _draw(draw: ImageDraw.ImageDraw, track: Track, time: float) -> None:
         draw.polygon([(x0 + s / 2, y0), (x0, y0 + s), (x0 + s, y0 + s)], fill=fill)
 
 
-def _frame(video: Video, step: int, time: float) -> np.ndarray:
+def counter_colour(step: int) -> tuple[int, int, int]:
+    """The step counter's colour at ``step``: nine hues around the colour wheel (saturated, mid-bright)."""
+    r, g, b = colorsys.hsv_to_rgb(step / STEPS, 0.9, 0.85)
+    return round(255 * r), round(255 * g), round(255 * b)
+
+
+def _frame(video: Video, step: int, time: float, counter: bool = False) -> np.ndarray:
     image = Image.new("RGB", (FRAME_PX, FRAME_PX), video.background)
     draw = ImageDraw.Draw(image)
     for track in video.tracks:
         if step not in track.hidden:
             _draw(draw, track, time)
-    return np.asarray(image)
+    frame = np.array(image)
+    if counter:  # the step counter: one pixel of the step's colour at the top-left of every cell, drawn last
+        frame[::COUNTER_EVERY, ::COUNTER_EVERY] = counter_colour(step)
+    return frame
 
 
-def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
+def render(video: Video, steps: list[int] | None = None, counter: bool = False) -> np.ndarray:
     """``(frames, 48, 48, 3)`` uint8 frames, two per step (``FRAMES_PER_STEP``).
 
     Raw frame ``f`` shows the shapes at time ``f / 2`` (the motion continues within a step, so a
@@ -158,8 +181,9 @@ def render(video: Video, steps: list[int] | None = None) -> np.ndarray:
     single-frame baseline's input: the middle frame, still).
     """
     if steps is not None:
-        return np.stack([_frame(video, s, float(s)) for s in steps for _ in range(FRAMES_PER_STEP)])
-    return np.stack([_frame(video, f // FRAMES_PER_STEP, f / FRAMES_PER_STEP) for f in range(STEPS * FRAMES_PER_STEP)])
+        return np.stack([_frame(video, s, float(s), counter) for s in steps for _ in range(FRAMES_PER_STEP)])
+    frames = range(STEPS * FRAMES_PER_STEP)
+    return np.stack([_frame(video, f // FRAMES_PER_STEP, f / FRAMES_PER_STEP, counter) for f in frames])
 
 
 def questions(video: Video, rng: np.random.Generator) -> list[Question]:
