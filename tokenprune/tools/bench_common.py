@@ -46,8 +46,8 @@ def ratio(a: float, b: float) -> float:
 
 
 def short(sample: Any) -> str:
-    """A progress line's time: a sample's ``seconds`` (or the number itself) in seconds, 3 decimals."""
-    seconds = sample["seconds"] if isinstance(sample, dict) else sample
+    """A progress line's time: a sample's ``seconds`` (else its end-to-end ``e2e``, or the number itself), 3 decimals."""
+    seconds = sample.get("seconds", sample.get("e2e")) if isinstance(sample, dict) else sample
     return f"{seconds:.3f}s"
 
 
@@ -147,14 +147,17 @@ def timed_prefill(model: Any, inputs: dict[str, Any], device: str) -> tuple[floa
         return time.perf_counter() - start, out
 
 
-def timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, device: str) -> dict[str, Any]:
-    """One greedy ``generate`` of exactly ``new_tokens``: total seconds, per-step times, time to first token."""
+def timed_generate(model: Any, inputs: dict[str, Any], new_tokens: int, device: str, **generate_kwargs: Any) -> dict[str, Any]:
+    """One greedy ``generate`` of exactly ``new_tokens``: total seconds, per-step times, time to first token.
+
+    ``generate_kwargs`` go to ``generate`` (an engine mode's cache and compile settings)."""
     streamer = StepStreamer(device)
     with torch.inference_mode():
         sync(device)
         start = time.perf_counter()
         out = model.generate(
-            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=streamer
+            **inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, streamer=streamer,
+            **generate_kwargs,
         )
         sync(device)
         total = time.perf_counter() - start

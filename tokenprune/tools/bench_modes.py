@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ from torch import nn
 from ..api import pruned, wrap
 from ..cost import ModelDims, estimate
 from .bench import build_inputs, build_model, resolve_shape
-from .clocks import StepStreamer, sync
+from .bench_common import alternate, timed_generate
 
 __all__ = ["MODES", "generate_kwargs", "run_modes"]
 
@@ -54,29 +53,8 @@ def generate_kwargs(mode: str, device: str) -> dict[str, Any]:
 
 
 def _once(model: nn.Module, inputs: dict, kwargs: dict, new_tokens: int, device: str) -> dict[str, float]:
-    stamps = StepStreamer(device)
-    with torch.inference_mode():
-        sync(device)
-        start = time.perf_counter()
-        model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                       streamer=stamps, **kwargs)  # fmt: skip
-        sync(device)
-        total = time.perf_counter() - start
-    return {"ttft": stamps.times[1] - start, "tpot": statistics.median(stamps.steps), "e2e": total}
-
-
-def _pairs(once: Callable[[bool], dict], repeats: int, warmup: int, say: Callable[[str], None], mode: str):
-    for i in range(warmup):
-        say(f"{mode}: warm-up {i + 1}/{warmup}")
-        once(False)
-        once(True)
-    dense: list[dict] = []
-    wrapped: list[dict] = []
-    for i in range(repeats):
-        for is_wrapped in ((False, True) if i % 2 == 0 else (True, False)):
-            (wrapped if is_wrapped else dense).append(once(is_wrapped))
-        say(f"{mode}: pair {i + 1}/{repeats}  e2e dense {dense[-1]['e2e']:.3f}s  wrapped {wrapped[-1]['e2e']:.3f}s")
-    return dense, wrapped
+    run = timed_generate(model, inputs, new_tokens, device, **kwargs)
+    return {"ttft": run["first_token_seconds"], "tpot": statistics.median(run["steps"]), "e2e": run["seconds"]}
 
 
 def _summary(dense: list[dict], wrapped: list[dict], ideal: dict[str, float]) -> dict[str, Any]:
@@ -137,7 +115,7 @@ def run_modes(
         def once(is_wrapped: bool, kwargs: dict = kwargs) -> dict[str, float]:
             return _once(wrapped_model if is_wrapped else dense_model, inputs, kwargs, new_tokens, device)
 
-        dense, wrapped = _pairs(once, repeats, warmup + (1 if mode == "compiled" else 0), progress, mode)
+        dense, wrapped = alternate(mode, once, repeats, warmup + (1 if mode == "compiled" else 0), progress)
         result["modes"][mode] = _summary(dense, wrapped, ideal)
     return result
 
