@@ -8,15 +8,18 @@ shortcut to the general computation, bit for bit, on random inputs.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tokenprune.components.top_k import top_k_mask
+from tokenprune.components.top_k import TopKDrop, top_k_columns, top_k_mask
 from tokenprune.engine.layout import select_slots
 from tokenprune.engine.masks import gather_rows
 from tokenprune.engine.plan import read_layout
+from tokenprune.engine.selection import select, select_span
 from tokenprune.engine.state import last_true
+from tokenprune.interfaces import Reduction, ScoreContext, Scorer
 
 PROPS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -115,6 +118,87 @@ def test_read_layout_counts_like_python(batch, n, queries, seed):
 
 
 @PROPS
+@given(ranking_cases(), st.data())
+def test_top_k_columns_equal_mask_over_a_span(case, data):
+    """On a span of candidates the ranked columns are the mask's kept slots, whatever sits outside it."""
+    scores, _, k = case
+    batch, n = scores.shape
+    start = data.draw(st.integers(0, n - 1))
+    stop = data.draw(st.integers(start + 1, n))
+    k = min(k, stop - start)
+    candidates = torch.zeros(batch, n, dtype=torch.bool)
+    candidates[:, start:stop] = True
+    mask = top_k_mask(scores, candidates, torch.full((batch,), k))
+    columns = top_k_columns(scores[:, start:stop], k)
+    assert columns.shape == (batch, k)
+    assert torch.equal(columns + start, mask.nonzero()[:, 1].view(batch, k))
+
+
+class _Fixed(Scorer):
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, ctx):
+        return self.scores
+
+
+class _MaskOnlyTopK(TopKDrop):
+    """The same choice through `reduce` only: a subclass that overrides `reduce` loses the ranked path."""
+
+    def reduce(self, ctx, scores, candidates, n_keep):
+        return Reduction(keep=top_k_mask(scores, candidates, n_keep))
+
+
+@PROPS
+@given(ranking_cases(), st.data())
+def test_select_span_equals_select(case, data):
+    """The ranked span path keeps the slots, features and validity the general selection keeps."""
+    scores, _, k = case
+    batch, n = scores.shape
+    start = data.draw(st.integers(0, n - 1))
+    stop = data.draw(st.integers(start + 1, n))
+    k = min(k, stop - start)
+    visual = torch.zeros(batch, n, dtype=torch.bool)
+    visual[:, start:stop] = True
+    valid = torch.ones(batch, n, dtype=torch.bool)
+    hidden = torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    ctx = ScoreContext(layer_index=1, layer=None, hidden=hidden, positions=torch.arange(n).expand(batch, n),
+                       valid=valid, visual=visual, query=torch.full((batch, 1), n - 1), query_weight=torch.ones(batch, 1),
+                       keep_counts=(k,) * batch)  # fmt: skip
+    n_keep = torch.full((batch,), k)
+    width = n - (stop - start) + k
+    want = select(ctx, _Fixed(scores), TopKDrop(), visual, n_keep, protected=valid & ~visual, width=width, full=True)
+    for reducer in (TopKDrop(), _MaskOnlyTopK()):
+        got = select_span(ctx, _Fixed(scores), reducer, n_keep, (start, stop), k)
+        assert torch.equal(got.index, want.index) and torch.equal(got.valid, want.valid)
+        assert torch.equal(got.features, want.features)
+    assert _MaskOnlyTopK().keep_columns(ctx, scores, k) is None
+
+
+@pytest.mark.parametrize(
+    "rows, span",
+    [
+        ([[0, 1, 1, 1, 0]], (1, 4)),
+        ([[1, 1, 0, 0], [1, 1, 0, 0]], (0, 2)),
+        ([[0, 1, 0, 1, 0]], None),  # two runs
+        ([[0, 1, 1, 0], [1, 1, 0, 0]], None),  # runs at different slots
+        ([[0, 1, 1, 0], [0, 1, 0, 0]], None),  # different counts
+        ([[0, 0, 0, 0]], None),  # no visual token
+    ],
+)
+def test_read_layout_visual_span(rows, span):
+    visual = torch.tensor(rows, dtype=torch.bool)
+    valid = torch.ones_like(visual)
+    query = torch.full((visual.shape[0], 1), visual.shape[1] - 1)
+    assert read_layout(visual, valid, query).visual_span == span
+    padded = valid.clone()
+    padded[:, -1] = False  # padding, or a visual query, turns the span off
+    assert read_layout(visual & padded, padded, query).visual_span is None
+    if span is not None:
+        assert read_layout(visual, valid, torch.full_like(query, span[0])).visual_span is None
+
+
+@PROPS
 @given(rows=st.lists(st.lists(st.booleans(), min_size=1, max_size=10), min_size=1, max_size=4).filter(
     lambda r: len({len(x) for x in r}) == 1
 ))
@@ -122,3 +206,40 @@ def test_last_true(rows):
     mask = torch.tensor(rows)
     want = [max((i for i, v in enumerate(row) if v), default=0) for row in rows]
     assert last_true(mask).tolist() == want
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl"])
+def test_engine_takes_the_span_path_and_it_changes_nothing(family, monkeypatch):
+    """A single image at batch 1 takes the ranked span path at every boundary, bit for bit the general
+    path's logits and tokens; a left-padded batch (visual runs at different slots) does not take it."""
+    import dataclasses
+
+    import tiny_models as tm
+
+    import tokenprune
+    from tokenprune.engine import boundary, runtime
+
+    model = tm.FAMILIES[family][0](attn="sdpa", dtype=torch.float64)
+    tokenprune.wrap(model, "pyramiddrop")
+    calls = []
+    real_select_span = boundary.select_span
+    monkeypatch.setattr(boundary, "select_span", lambda *a: calls.append(a[-1]) or real_select_span(*a))
+
+    def run(layout):
+        inputs = {k: v for k, v in tm.FAMILIES[family][1](model, layout=layout).items() if k != "position_ids"}
+        with torch.no_grad():
+            logits = model(**inputs).logits
+            ids = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+        return logits, ids
+
+    fast = run("single")
+    assert len(calls) == 2 * len(model.tokenprune.strategy.scheduler.plan(model.config.text_config.num_hidden_layers, [64]).layers)
+    real_read = runtime.read_layout
+    monkeypatch.setattr(runtime, "read_layout", lambda *a: dataclasses.replace(real_read(*a), visual_span=None))
+    calls.clear()
+    general = run("single")
+    assert not calls
+    assert torch.equal(fast[0], general[0]) and torch.equal(fast[1], general[1])
+    monkeypatch.setattr(runtime, "read_layout", real_read)
+    run("left_padded")
+    assert not calls

@@ -9,7 +9,24 @@ from torch import Tensor
 
 from ..interfaces import ALL_SITES, Reducer, Reduction, ScoreContext
 
-__all__ = ["TopKDrop", "top_k_mask"]
+__all__ = ["TopKDrop", "top_k_columns", "top_k_mask"]
+
+
+def _ranking_key(scores: Tensor) -> Tensor:
+    """Scores negated in full precision (float64 scores must not tie at float32 resolution), a NaN
+    score as -inf: an ascending stable sort of the key ranks the highest score first, a NaN first of all."""
+    key = scores.to(torch.promote_types(scores.dtype, torch.float32)).neg()
+    return key.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+
+
+def top_k_columns(scores: Tensor, k: int) -> Tensor:
+    """``(B, k)`` ascending columns of the ``k`` highest scores of every row, every column a candidate.
+
+    The same ranking as `top_k_mask` (one stable sort of the same key; it puts non-candidates after
+    every candidate, so on a span of candidates the first ``k`` are the same), returned as columns.
+    """
+    order = torch.sort(_ranking_key(scores), dim=-1, stable=True).indices[..., :k]
+    return torch.sort(order, dim=-1).values
 
 
 def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor, counts: Sequence[int] | None = None) -> Tensor:
@@ -24,9 +41,7 @@ def top_k_mask(scores: Tensor, candidates: Tensor, n_keep: Tensor, counts: Seque
     ``counts``: ``n_keep`` on the host, when the caller has it; if every row keeps the same number, an
     eager call marks the first ``k`` of the ranking directly (no rank pass).
     """
-    # Full precision: float64 scores must not tie at float32 resolution.
-    key = scores.to(torch.promote_types(scores.dtype, torch.float32)).neg()
-    key = key.nan_to_num(nan=float("-inf"), posinf=float("inf"), neginf=float("-inf")).masked_fill(~candidates, float("nan"))
+    key = _ranking_key(scores).masked_fill(~candidates, float("nan"))
     order = torch.sort(key, dim=-1, stable=True).indices
     # Not while compiling: a host count would be a constant of the graph (a recompile per count), and
     # a compiled rank pass fuses into a few kernels anyway.
@@ -45,6 +60,11 @@ class TopKDrop(Reducer):
 
     def reduce(self, ctx: ScoreContext, scores: Tensor, candidates: Tensor, n_keep: Tensor) -> Reduction:
         return Reduction(keep=top_k_mask(scores, candidates, n_keep, getattr(ctx, "keep_counts", None)))
+
+    def keep_columns(self, ctx: ScoreContext, scores: Tensor, k: int) -> Tensor | None:
+        if type(self).reduce is not TopKDrop.reduce:  # a subclass that chooses otherwise must not inherit this
+            return None
+        return top_k_columns(scores, k)
 
     def __repr__(self) -> str:
         return "TopKDrop()"

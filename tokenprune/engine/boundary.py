@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ..interfaces import Reducer, ScoreContext, Scorer
 from .masks import gather_rows
-from .selection import Selected, select
+from .selection import Selected, select, select_span
 
 __all__ = ["Boundary", "reduce_boundary"]
 
@@ -49,6 +49,7 @@ def reduce_boundary(
     rope: tuple[Tensor, ...] | None,
     full: bool = False,
     visual_queries: bool = True,
+    span: tuple[int, int] | None = None,
 ) -> Boundary:
     """Select the next stage's slots at one boundary (see the module docstring).
 
@@ -63,7 +64,17 @@ def reduce_boundary(
         full: with ``width``, the plan says every row keeps exactly ``width`` real slots (no fillers).
         visual_queries: whether any query token is a visual token (host-known from the layout); when
             none is, every visual slot is a candidate and no query mask is built.
+        span: ``(start, stop)`` when the host knows that in every row the visual slots are exactly
+            these, no slot is padding or a query, and every row keeps ``width - (n - (stop - start))``
+            of them: the selection then runs `select_span` (eager only; a compiled step would
+            specialise on the ints).
     """
+    if span is not None:
+        k = width - (ctx.valid.shape[1] - (span[1] - span[0]))
+        chosen = select_span(ctx, scorer, reducer, n_keep, span, k)
+        idx = ctx.positions.gather(1, chosen.index)
+        kept_rope = None if rope is None else tuple(gather_rows(t, chosen.index) for t in rope)
+        return Boundary(chosen, idx, ctx.visual.gather(1, chosen.index), kept_rope)
     if visual_queries:  # a visual query token is never removed
         is_query = torch.zeros_like(ctx.valid).scatter(1, ctx.query, True)
         candidates = ctx.visual & ~is_query

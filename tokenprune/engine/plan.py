@@ -32,12 +32,16 @@ class HostLayout:
         num_text: real non-visual tokens per sample (text the engine never drops).
         visual_queries: per sample, how many distinct query positions are visual tokens (kept always).
         padded: whether any slot of the input is padding.
+        visual_span: ``(start, stop)`` when every row's visual tokens are exactly the slots
+            ``start..stop-1`` (one run, the same in every row) and no slot is padding or a visual
+            query: the engine's ranked fast path (`engine.selection.select_span`); else ``None``.
     """
 
     num_visual: tuple[int, ...]
     num_text: tuple[int, ...]
     visual_queries: tuple[int, ...]
     padded: bool
+    visual_span: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -77,9 +81,20 @@ def read_layout(visual: Tensor, valid: Tensor, query: Tensor) -> HostLayout:
         query, order = query.sort(dim=1)
         is_visual = is_visual.gather(1, order)
         is_visual[:, 1:] &= query[:, 1:] != query[:, :-1]
-    counts = torch.stack([visual.sum(1), (valid & ~visual).sum(1), is_visual.sum(1), (~valid).sum(1)], dim=1)
-    num_visual, num_text, visual_queries, padding = (tuple(c) for c in zip(*counts.tolist())) if len(counts) else ((),) * 4
-    return HostLayout(num_visual, num_text, visual_queries, any(padding))
+    ones = visual.int()
+    first, last = ones.argmax(1), ones.cumsum(1).argmax(1)  # first and last visual slot of each row
+    counts = torch.stack([visual.sum(1), (valid & ~visual).sum(1), is_visual.sum(1), (~valid).sum(1), first, last], dim=1)
+    rows = counts.tolist()
+    if not rows:
+        return HostLayout((), (), (), False)
+    num_visual, num_text, visual_queries, padding, firsts, lasts = (tuple(c) for c in zip(*rows))
+    span = None
+    n, start = num_visual[0], firsts[0]
+    if n and not any(padding) and not any(visual_queries) and all(
+        v == n and f == start and e == start + n - 1 for v, f, e in zip(num_visual, firsts, lasts)
+    ):
+        span = (start, start + n)  # one run of visual slots per row, the same in every row
+    return HostLayout(num_visual, num_text, visual_queries, any(padding), span)
 
 
 def plan_boundary(layout: HostLayout, visual_before: Sequence[int], target: Sequence[int]) -> BoundaryPlan:

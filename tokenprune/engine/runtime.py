@@ -316,7 +316,8 @@ class Engine(HookOwner):
         # boundary step, so the first boundary does not compile a graph of its own.
         positions = torch.arange(length, device=visual.device).unsqueeze(0)
         positions = positions if batch == 1 else positions.expand(batch, -1).contiguous()
-        first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded)
+        first = Stage(layer=0, idx=positions, valid=valid, visual=visual, counts=layout.num_visual, all_valid=not layout.padded,
+                      span=layout.visual_span)  # fmt: skip
         # Each boundary's n_keep (as `plan_boundary` derives it), copied to the device here, before the stack.
         n_keep = [[max(int(t) - vq, 0) for t, vq in zip(row, layout.visual_queries)] for row in schedule.keep]
         return ForwardState(
@@ -425,12 +426,14 @@ class Engine(HookOwner):
         )
         exact = self.strategy.reducer.exact_count
         gather_rope = full_rope is not None and self.strategy.positions != "compact"
-        done = self.boundary_step(
-            ctx, self.strategy.scorer, self.strategy.reducer, n_keep, plan.width if exact else None,
-            rope if gather_rope else None, exact and plan.all_valid, any(state.layout.visual_queries),
-        )  # fmt: skip
+        # One run of visual slots, the same in every row, each row keeping the same count: it stays one
+        # run (text is kept, the kept visual slots close up), and eager selection takes the ranked path.
+        span = prev.span if exact and plan.all_valid and len(set(plan.n_keep)) == 1 else None
+        args = [ctx, self.strategy.scorer, self.strategy.reducer, n_keep, plan.width if exact else None,
+                rope if gather_rope else None, exact and plan.all_valid, any(state.layout.visual_queries)]  # fmt: skip
+        done = self.boundary_step(*args, span) if span is not None and self._compiled is None else self.boundary_step(*args)
         chosen = done.chosen
-        if chosen.reduction.proportional_attention:
+        if chosen.reduction is not None and chosen.reduction.proportional_attention:
             raise UnsupportedFeatureError(
                 f"{self.strategy.reducer!r} asks for proportional attention, which only vision-encoder blocks apply; "
                 "inside the LLM a merged token attends as one token. Turn proportional_attention off."
@@ -444,6 +447,7 @@ class Engine(HookOwner):
             visual=done.visual,
             counts=plan.visual,
             all_valid=plan.all_valid,
+            span=None if span is None else (span[0], span[0] + plan.visual[0]),
         )
         if gather_rope:  # the stage's rotary rows came with the boundary: its layers reuse them
             state.memo[("rope", index)] = [(full_rope, done.rope)]

@@ -28,7 +28,7 @@ from ..interfaces import Reducer, Reduction, ScoreContext, Scorer
 from .layout import select_slots
 from .masks import gather_rows
 
-__all__ = ["Selected", "select"]
+__all__ = ["Selected", "choose", "score", "select", "select_span"]
 
 
 @dataclass(frozen=True)
@@ -36,18 +36,20 @@ class Selected:
     """What one selection kept.
 
     Attributes:
-        keep: ``(B, n)`` slots kept (chosen candidates and protected slots).
+        keep: ``(B, n)`` slots kept (chosen candidates and protected slots); ``None`` from `select_span`'s
+            ranked path, whose counts are exact (nothing reads it back).
         index: ``(B, m)`` kept slot indices, ascending per row (original order kept).
         valid: ``(B, m)`` False for filler slots (rows that keep fewer than ``m``).
         features: ``(B, m, d)`` the kept rows of the features (the reducer's merged ones if it merged).
-        reduction: the reducer's decision (merge sizes, proportional attention).
+        reduction: the reducer's decision (merge sizes, proportional attention); ``None`` from
+            `select_span`'s ranked path (it neither merges nor resizes).
     """
 
-    keep: Tensor
+    keep: Tensor | None
     index: Tensor
     valid: Tensor
     features: Tensor
-    reduction: Reduction
+    reduction: Reduction | None
 
 
 def select(
@@ -81,12 +83,33 @@ def select(
     Raises:
         ScheduleError: a row kept another number of slots than the site allows.
     """
-    device = candidates.device
+    return choose(ctx, score(ctx, scorer), reducer, candidates, n_keep, protected=protected, width=width, full=full,
+                  expect=expect, miscount=miscount)  # fmt: skip
+
+
+def score(ctx: ScoreContext, scorer: Scorer) -> Tensor:
+    """The scorer's ``(B, n)`` scores, without gradient (selection is discrete)."""
     if torch.is_grad_enabled():
         with torch.no_grad():
-            scores = scorer.score(ctx)
-    else:  # inference: entering a no_grad context costs more than some of the scoring kernels
-        scores = scorer.score(ctx)
+            return scorer.score(ctx)
+    return scorer.score(ctx)  # inference: entering a no_grad context costs more than some of the scoring kernels
+
+
+def choose(
+    ctx: ScoreContext,
+    scores: Tensor,
+    reducer: Reducer,
+    candidates: Tensor,
+    n_keep: Tensor,
+    *,
+    protected: Tensor,
+    width: int | None = None,
+    full: bool = False,
+    expect: int | None = None,
+    miscount: Callable[[list[int]], str] | None = None,
+) -> Selected:
+    """`select` after scoring: the reducer's choice, the protected slots, the gather (arguments as `select`)."""
+    device = candidates.device
     reduction = reducer.reduce(ctx, scores, candidates, n_keep)
     keep = protected.to(device) | (reduction.keep.to(device) & candidates)
     if miscount is not None and not (reducer.exact_count and expect is not None):
@@ -104,3 +127,27 @@ def select(
     index, valid = select_slots(keep, ctx.valid.to(device), width, full=full)
     source = reduction.hidden if reduction.hidden is not None else ctx.hidden
     return Selected(keep, index, valid, gather_rows(source, index), reduction)
+
+
+def select_span(
+    ctx: ScoreContext, scorer: Scorer, reducer: Reducer, n_keep: Tensor, span: tuple[int, int], k: int
+) -> Selected:
+    """`select` for a layout the host knows: in every row the candidates are exactly the visual slots
+    ``span = (start, stop)``, every other slot is real (protected), and every row keeps ``k`` of them.
+
+    The reducer is asked for the kept columns of the span (`Reducer.keep_columns`), and the next
+    stage's slots are the prefix, the chosen columns and the suffix, already ascending: the same
+    slots, features and validity `select` gives, with a third of its operations. A reducer without
+    the fast path gets `choose` with the same scores (``n_keep``: ``(B,)``, all ``k``).
+    """
+    start, stop = span
+    scores = score(ctx, scorer)
+    columns = reducer.keep_columns(ctx, scores[:, start:stop], k)
+    batch, n = ctx.valid.shape
+    if columns is None:
+        return choose(ctx, scores, reducer, ctx.visual, n_keep, protected=ctx.valid & ~ctx.visual,
+                      width=n - (stop - start) + k, full=reducer.exact_count)  # fmt: skip
+    slots = torch.arange(n, device=columns.device)
+    index = torch.cat([slots[:start].expand(batch, -1), columns + start, slots[stop:].expand(batch, -1)], dim=1)
+    valid = torch.ones(index.shape, dtype=torch.bool, device=index.device)
+    return Selected(None, index, valid, gather_rows(ctx.hidden, index), None)

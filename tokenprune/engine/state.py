@@ -37,6 +37,8 @@ class Stage:
         shift: ``(B,)`` for compact positions: original minus compact position of the last token.
         counts: visual tokens per sample, on the host (from the plan; ``None``: count ``visual``).
         all_valid: no filler slot, on the host (``None``: unknown).
+        span: ``(start, stop)``: the host knows every row's visual slots are exactly these and no slot
+            is padding, a filler or a visual query (`engine.plan.HostLayout.visual_span`); else ``None``.
     """
 
     layer: int
@@ -46,6 +48,7 @@ class Stage:
     shift: Tensor | None = None
     counts: tuple[int, ...] | None = None
     all_valid: bool | None = None
+    span: tuple[int, int] | None = None
 
     def visual_counts(self) -> list[int]:
         """Visual tokens per sample (host; a device read only for stages built without a plan)."""
