@@ -55,8 +55,11 @@ def decode_layer(stack: Any, index: int, state: DecodeState, args: tuple, kwargs
                     f"KV cache layer {index} holds {held} tokens, expected {expected}: "
                     "the cache was changed outside tokenprune (e.g. cropped) after a reduced prefill."
                 )
+    mask = kwargs.get("attention_mask")
+    if mask is None and total is not None and stage.shift is None and record.columns[stage.layer].all_valid:
+        return None  # no mask to slice (the layer attends to every key it holds) and no position to shift
     kwargs = dict(kwargs)
-    kwargs["attention_mask"] = _mask(stack, state, stage, kwargs.get("attention_mask"), hidden.dtype, total, q)
+    kwargs["attention_mask"] = _mask(stack, state, stage, mask, hidden.dtype, total, q)
     if stage.shift is not None:
         kwargs["position_embeddings"] = _compact_rope(stack, state, stage, kwargs.get("position_ids"), hidden)
     return args, kwargs
