@@ -209,6 +209,10 @@ class Adapter(ABC):
     def locate(self, model: nn.Module) -> DecoderStack:
         """Find the parts of ``model`` the engine needs."""
 
+    reads_cached_keys: ClassVar[bool] = False
+    """Whether `query_attention` and `layer_keys` accept ``keys=``: the layer's post-rotary keys
+    ``(B, H_kv, n, head_dim)`` as its attention cached them in this prefill, used instead of computing them."""
+
     @abstractmethod
     def query_attention(
         self,

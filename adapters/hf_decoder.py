@@ -65,6 +65,8 @@ def _on(table: Tensor, device: torch.device, batch: int) -> Tensor:
 class HFDecoderAdapter(Adapter):
     """Locates the stack of a transformers 5.x VLM and recomputes its attention rows."""
 
+    reads_cached_keys: ClassVar[bool] = True
+
     visual_token_attrs: ClassVar[tuple[str, ...]] = ("image_token_id",)
     """Config attributes holding the ids of visual placeholder tokens."""
 
@@ -93,24 +95,27 @@ class HFDecoderAdapter(Adapter):
         position_embeddings: tuple[Tensor, Tensor],
         query: Tensor | None,
         allowed: Tensor | None,
+        keys: Tensor | None = None,
     ) -> Tensor:
         attn = layer.self_attn
         # Under a device map the pre-hook sees the previous layer's device; with offloading the
         # weights are on "meta" until the projection's own hook loads them.
         device = execution_device(attn.q_proj)
-        h = layer.input_layernorm(hidden if hidden.device == device else hidden.to(device))
-        batch, n, width = h.shape
+        batch, n, width = hidden.shape
         head_dim = attn.head_dim
+        # The norm is per token: with the layer's cached keys given, only the query rows need it.
+        h = hidden if hidden.device == device else hidden.to(device)
+        h = layer.input_layernorm(h) if keys is None else h
         if query is None:  # the last slot of every row: a view, not a gather
             rows = h[:, -1:]
         else:
             query = query.to(device)
             rows = h.gather(1, query.unsqueeze(-1).expand(-1, -1, width))
+        rows = layer.input_layernorm(rows) if keys is not None else rows
         q = attn.q_proj(rows).view(batch, rows.shape[1], -1, head_dim)
-        k = attn.k_proj(h).view(batch, n, -1, head_dim)
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = attn.q_norm(q)
+        q = q.transpose(1, 2)
         # Without position_ids transformers builds (1, n, head_dim) tables shared by the batch.
         cos, sin = (_on(t, device, batch) for t in position_embeddings)
         if query is None:
@@ -119,7 +124,8 @@ class HFDecoderAdapter(Adapter):
             cos_q = cos.gather(1, query.unsqueeze(-1).expand(-1, -1, cos.shape[-1]))
             sin_q = sin.gather(1, query.unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rotate = _rotation(attn)
-        q, k = rotate(q, cos_q, sin_q), rotate(k, cos, sin)
+        q = rotate(q, cos_q, sin_q)
+        k = self._keys(layer, h, cos, sin, device, normed=True) if keys is None else keys.to(device)
         if q.shape[1] != k.shape[1]:  # grouped-query attention (a copy of k; skipped without groups)
             k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
@@ -128,17 +134,30 @@ class HFDecoderAdapter(Adapter):
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return torch.softmax(logits, dim=-1, dtype=dtype).mean(dim=1)
 
-    def layer_keys(self, layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
+    @staticmethod
+    def _keys(
+        layer: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, device: torch.device, normed: bool = False
+    ) -> Tensor:
+        """``(B, H_kv, n, head_dim)`` post-rotary keys, as the layer's attention computes (and caches) them
+        (``normed``: ``hidden`` already went through the layer's input norm, on ``device``)."""
         attn = layer.self_attn
-        device = attn.k_proj.weight.device
-        h = layer.input_layernorm(hidden.to(device))
+        h = hidden if normed else layer.input_layernorm(hidden if hidden.device == device else hidden.to(device))
         batch, n, _ = h.shape
         k = attn.k_proj(h).view(batch, n, -1, attn.head_dim)
-        if hasattr(attn, "k_norm"):
+        if hasattr(attn, "k_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
             k = attn.k_norm(k)
-        k = k.transpose(1, 2)
-        cos, sin = (t.to(device).expand(batch, -1, -1) for t in position_embeddings)
-        k = _rotation(attn)(k, cos, sin)
+        return _rotation(attn)(k.transpose(1, 2), cos, sin)
+
+    def layer_keys(
+        self, layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], keys: Tensor | None = None
+    ) -> Tensor:
+        attn = layer.self_attn
+        device = execution_device(attn.k_proj)
+        batch, n, _ = hidden.shape
+        if keys is None:
+            cos, sin = (_on(t, device, batch) for t in position_embeddings)
+            keys = self._keys(layer, hidden, cos, sin, device)
+        k = keys
         heads = attn.q_proj.out_features // attn.head_dim
         if heads != k.shape[1]:  # grouped-query attention
             k = k.repeat_interleave(heads // k.shape[1], dim=1)

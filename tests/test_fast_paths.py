@@ -243,3 +243,29 @@ def test_engine_takes_the_span_path_and_it_changes_nothing(family, monkeypatch):
     monkeypatch.setattr(runtime, "read_layout", real_read)
     run("left_padded")
     assert not calls
+
+
+@pytest.mark.parametrize("family", ["llava", "qwen2_vl", "qwen3_vl", "internvl_qwen2"])
+@pytest.mark.parametrize("strategy", ["fastv", "dart"])
+def test_scoring_with_the_layer_below_reads_its_cached_keys_bit_for_bit(family, strategy, monkeypatch):
+    """FastV and DART score with the layer below the reduction layer: with a dynamic cache its keys are
+    read from the cache (no norm, projection or rotation again), and the result is bitwise the no-cache
+    run, which computes them (float32; Qwen3's per-head key norm included)."""
+    import tiny_models as tm
+
+    import tokenprune
+    from tokenprune.engine import runtime
+
+    reads = []
+    real = runtime.prefill_keys
+    monkeypatch.setattr(runtime, "prefill_keys", lambda *a: (lambda k: reads.append(k is not None) or k)(real(*a)))
+    model = tm.FAMILIES[family][0](attn="sdpa", dtype=torch.float32)
+    tokenprune.wrap(model, strategy)
+    for layout in ("single", "left_padded"):
+        inputs = {k: v for k, v in tm.FAMILIES[family][1](model, layout=layout).items() if k != "position_ids"}
+        reads.clear()
+        with torch.no_grad():
+            cached = model(**inputs, use_cache=True).logits
+            assert reads and all(reads)  # the cached keys were there, and used
+            computed = model(**inputs, use_cache=False).logits
+        assert torch.equal(cached, computed)

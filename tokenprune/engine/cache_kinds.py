@@ -20,7 +20,7 @@ import torch
 
 from ..errors import UnsupportedFeatureError
 
-__all__ = ["check_cache", "static_capacity", "fit_static_layers"]
+__all__ = ["check_cache", "static_capacity", "fit_static_layers", "prefill_keys"]
 
 _DYNAMIC = "DynamicLayer"
 _STATIC = "StaticLayer"
@@ -81,3 +81,20 @@ def fit_static_layers(cache: Any, first: int, capacity: int) -> None:
                 setattr(layer, name, new)
                 if not torch.compiler.is_compiling():
                     torch._dynamo.mark_static_address(new)  # as transformers does: CUDA graphs need fixed addresses
+
+
+def prefill_keys(cache: Any, layer: int, slots: int) -> torch.Tensor | None:
+    """The post-rotary keys decoder layer ``layer`` cached in this prefill, when they are exactly its slots.
+
+    ``(B, H_kv, slots, head_dim)`` from a dynamic cache layer that holds ``slots`` tokens:
+    the keys the layer's own attention computed (norm, projection, per-head norm, rotation) and
+    cached, so a scorer that reads that layer's keys need not compute them again. ``None`` (compute
+    them) for a static layer or a layer holding anything else.
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None or layer >= len(layers) or _kind(layers[layer]) != _DYNAMIC:
+        return None
+    keys = getattr(layers[layer], "keys", None)
+    if not isinstance(keys, torch.Tensor) or keys.dim() != 4 or keys.shape[-2] != slots:
+        return None
+    return keys

@@ -32,7 +32,7 @@ from ..interfaces import ScoreContext, Strategy
 from ..schedule import Schedule
 from .compat import cache_from_kwargs
 from .hooks import HookOwner
-from .cache_kinds import check_cache, fit_static_layers, static_capacity
+from .cache_kinds import check_cache, fit_static_layers, prefill_keys, static_capacity
 from .boundary import reduce_boundary
 from .compiled_selection import compiled_boundary
 from .decode import decode_layer, prepare_columns
@@ -408,6 +408,15 @@ class Engine(HookOwner):
             p_rope = self._stage_rope(state, prev, {"position_embeddings": p_rope}, p_hidden)
             return p_module, p_hidden, p_rope, self._stage_mask(state, prev, p_mask, p_hidden.dtype)
 
+        def cached_keys(layer: str) -> dict[str, Tensor]:
+            """``{"keys": ...}`` for the adapter: the keys the layer below cached in this prefill (its own
+            attention's, bit for bit what computing them again gives), when the adapter takes them
+            (`Adapter.reads_cached_keys`) and a dynamic cache holds exactly them; else ``{}``."""
+            if layer != "previous" or not self.adapter.reads_cached_keys or state.capacity is not None:
+                return {}
+            keys = prefill_keys(cache_from_kwargs(kwargs), index - 1, hidden.shape[1])
+            return {} if keys is None else {"keys": keys}
+
         ctx = ScoreContext(
             layer_index=index,
             layer=module,
@@ -418,8 +427,8 @@ class Engine(HookOwner):
             query=query,
             query_weight=state.query_weight,
             _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight, sees_all),
-            _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight),
-            _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3]),
+            _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight, **cached_keys(layer)),
+            _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3], **cached_keys(layer)),
             stage=step,
             visual_counts=prev.counts,
             keep_counts=plan.n_keep,
@@ -458,14 +467,15 @@ class Engine(HookOwner):
         return chosen.features
 
     def _attention(
-        self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor, sees_all: bool = False
+        self, module, hidden, rope, mask, stage: Stage, query: Tensor, weight: Tensor, sees_all: bool = False, **keys
     ) -> Tensor:
         """``(B, n)`` weighted attention of the ``query`` rows; ``sees_all``: one unit-weight row per sample
-        that sees every slot (host-known), so the visibility mask and the mean over rows are skipped."""
+        that sees every slot (host-known), so the visibility mask and the mean over rows are skipped.
+        ``keys``: ``keys=`` the layer's cached keys for the adapter, or nothing (it computes them)."""
         if sees_all:
-            return self.adapter.query_attention(module, hidden, rope, None, None).squeeze(1)
+            return self.adapter.query_attention(module, hidden, rope, None, None, **keys).squeeze(1)
         allowed = query_visibility(mask, stage.idx, stage.valid, query)
-        probs = self.adapter.query_attention(module, hidden, rope, query, allowed)  # (B, Q, n)
+        probs = self.adapter.query_attention(module, hidden, rope, query, allowed, **keys)  # (B, Q, n)
         weight = weight.to(device=probs.device, dtype=probs.dtype).unsqueeze(-1)
         # A zero-weight row (padding, a filler slot) may see no key at all: its NaN must not spread.
         return torch.where(weight != 0, probs * weight, 0.0).sum(1)
