@@ -12,8 +12,9 @@ as ``tokenprune bench`` measures it), minus the same brackets on the dense model
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/hook_overhead.py --rounds 21
+    OMP_NUM_THREADS=1 python benchmarks/hook_overhead.py --rounds 21 --option rank_layer=last
 
-Writes ``benchmarks/results/hook-overhead-<shape>.json``.
+Writes ``benchmarks/results/hook-overhead-<shape>[-<strategy>][-<options>].json``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import tokenprune
 from tokenprune.registry import get_registry
 from tokenprune.tools import bench
+from tokenprune.tools.arguments import add_strategy_arguments
 from tokenprune.tools.clocks import HookClock
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -82,19 +84,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", default="llava-1.5-7b")
     parser.add_argument("--scale", type=int, default=32)
-    parser.add_argument("--strategy", default="pyramiddrop")
+    add_strategy_arguments(parser)
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
+    options = dict(args.option or [])
     torch.set_num_threads(1)
     shape = bench.resolve_shape(args.shape, args.scale)
     inputs = bench.build_inputs(shape)
     dense = bench.build_model(shape).eval()
-    models = {"dense": dense, "eager": tokenprune.wrap(copy.deepcopy(dense), args.strategy)}
-    models["compiled selection"] = tokenprune.wrap(copy.deepcopy(dense), args.strategy)
+    models = {"dense": dense, "eager": tokenprune.wrap(copy.deepcopy(dense), args.strategy, **options)}
+    models["compiled selection"] = tokenprune.wrap(copy.deepcopy(dense), args.strategy, **options)
     models["compiled selection"].tokenprune.compile_selection()
     # The engine alone: PyramidDrop's schedule and top-k with a scorer that costs nothing, so the hooks
     # do everything but recompute the attention row the method ranks by.
-    if args.strategy == "pyramiddrop":
+    if args.strategy == "pyramiddrop" and not options:
         models["engine only"] = tokenprune.wrap(copy.deepcopy(dense), scheduler="pyramid", scorer="constant", reducer="topk")
     for model in models.values():  # warm-up (and the compile)
         for _ in range(2):
@@ -105,7 +108,7 @@ def main() -> None:
             samples[name].append(_timed(models[name], inputs))
     dense_s = statistics.median(s for s, _ in samples["dense"])
     dense_hooks = statistics.median(h for _, h in samples["dense"])
-    result = {"shape": shape.name, "strategy": args.strategy, "rounds": args.rounds, "threads": 1,
+    result = {"shape": shape.name, "strategy": args.strategy, "options": options, "rounds": args.rounds, "threads": 1,
               "torch": torch.__version__, "dense_prefill_s": dense_s, "modes": {}}  # fmt: skip
     for name in [m for m in models if m != "dense"]:
         hooks = statistics.median(h for _, h in samples[name]) - dense_hooks
@@ -118,7 +121,9 @@ def main() -> None:
         print(f"{name:20s} hooks {hooks * 1e3:6.2f} ms = {100 * hooks / dense_s:.2f}% of the dense prefill "
               f"({dense_s * 1e3:.1f} ms); prefill {dense_s / wrapped_s:.2f}x"
               + ("" if ops is None else f"; {ops} operations queued by the hooks"))  # fmt: skip
-    path = RESULTS / f"hook-overhead-{shape.name.replace('/', '_')}.json"
+    suffix = "".join(f"-{k}={v}" for k, v in sorted(options.items()))
+    name = shape.name.replace("/", "_") + ("" if args.strategy == "pyramiddrop" else f"-{args.strategy}") + suffix
+    path = RESULTS / f"hook-overhead-{name}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
 

@@ -12,7 +12,9 @@ Differences from the reference code (all deliberate; see docs/strategies/pyramid
 * Kept tokens keep their original rotary positions by default (``positions="keep"``); the
   reference renumbers them (``positions="compact"`` reproduces that).
 * Scores are computed with the first layer of the next stage, as the reference code does, with
-  grouped-query attention supported (the reference assumes multi-head attention).
+  grouped-query attention supported (the reference assumes multi-head attention). ``rank_layer="last"``
+  ranks with the last layer of the ending stage instead, as the paper's text describes, reading the
+  keys that layer cached (no recomputation over every token).
 * Batches of any padding side and mixed image counts; the reference needs right padding and
   batch size 1 at inference.
 """
@@ -60,6 +62,12 @@ class PyramidDropConfig(PyramidScheduleConfig):
         description="'attention' (the paper); 'uniform_then_attention' keeps an even stride at the first "
         "boundary and ranks by attention after (VideoChat-Flash's uniform0_attention); 'uniform' strides everywhere.",
     )
+    rank_layer: Literal["next", "last"] = Field(
+        "next",
+        description="Whose query and keys rank the tokens at a boundary: 'next', the first layer of the next stage, "
+        "recomputed over every token (the official code); or 'last', the last layer of the ending stage, whose "
+        "keys its own forward cached (the paper's text, Sec. 3.2: no recomputation over every token).",
+    )
     query: Literal["last", "instruction"] = Field(
         "last",
         description="Who rates the visual tokens: 'last' instruction token (the paper; in training the token before "
@@ -69,7 +77,8 @@ class PyramidDropConfig(PyramidScheduleConfig):
 
 def build(config: PyramidDropConfig) -> Strategy:
     """Stage scheduler + last-instruction-token attention + top-k drop (or the uniform variants)."""
-    attention = TextAttentionScorer() if config.query == "instruction" else QueryAttentionScorer()
+    layer = "current" if config.rank_layer == "next" else "previous"  # the engine's names for the two layers
+    attention = TextAttentionScorer(layer) if config.query == "instruction" else QueryAttentionScorer(layer)
     if config.scoring == "uniform":
         scorer, reducer = ConstantScorer(), StrideDrop()
     elif config.scoring == "uniform_then_attention":

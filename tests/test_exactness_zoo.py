@@ -30,6 +30,7 @@ ZOO = {
     "uniform": ("uniform", {"keep": 0.3}, {"keep": 1.0}),
     "pdrop_uniform_first": ("pyramiddrop", {"scoring": "uniform_then_attention"}, {"scoring": "uniform_then_attention", "ratio": 1.0}),
     "pdrop_instruction": ("pyramiddrop", {"query": "instruction"}, {"query": "instruction", "ratio": 1.0}),
+    "pdrop_rank_last": ("pyramiddrop", {"rank_layer": "last"}, {"rank_layer": "last", "ratio": 1.0}),  # cached keys
     "mix_l2norm": (None, {"scheduler": "pyramid", "scorer": "l2norm", "reducer": "topk"},
                    {"scheduler": "pyramid", "scorer": "l2norm", "reducer": "topk", "ratio": 1.0}),
     "mix_merge": (None, {"scheduler": "pyramid", "scorer": "attention", "reducer": "merge"},

@@ -417,6 +417,13 @@ class Engine(HookOwner):
             keys = prefill_keys(cache_from_kwargs(kwargs), index - 1, hidden.shape[1])
             return {} if keys is None else {"keys": keys}
 
+        def rows_attention(rows: Tensor, weight: Tensor, layer: str) -> Tensor:
+            """`ScoreContext.attention_from`: the chosen layer's attention of ``rows`` (the query rows
+            themselves take the shortcut of `_attention`'s ``sees_all`` when the host allows it)."""
+            module_, hidden_, rope_, mask_ = source(layer)
+            all_seen = sees_all and rows is query and weight is state.query_weight and mask_ is None
+            return self._attention(module_, hidden_, rope_, mask_, prev, rows, weight, all_seen, **cached_keys(layer))
+
         ctx = ScoreContext(
             layer_index=index,
             layer=module,
@@ -427,7 +434,7 @@ class Engine(HookOwner):
             query=query,
             query_weight=state.query_weight,
             _attention=lambda: self._attention(module, hidden, rope, mask, prev, query, state.query_weight, sees_all),
-            _rows=lambda rows, weight, layer: self._attention(*source(layer), prev, rows, weight, **cached_keys(layer)),
+            _rows=lambda rows, weight, layer: rows_attention(rows, weight, layer),
             _keys=lambda layer: self.adapter.layer_keys(*source(layer)[:3], **cached_keys(layer)),
             stage=step,
             visual_counts=prev.counts,
