@@ -263,8 +263,10 @@ class Reducer(ABC):
         identical layouts, without padding): ``scores`` is then that span only. Answering it lets the
         engine build the next stage's slots from the chosen columns directly: no keep mask, no
         protected-slot merge, no slot sort (about a third of a boundary's operations). It must choose
-        exactly the candidates `reduce` would. ``None`` (the default) makes the engine call `reduce`.
-        Only an `exact_count` reducer is asked.
+        exactly the candidates `reduce` would, and only a reducer that keeps rows as they are may
+        answer (one that merges, sizes or asks for proportional attention returns ``None``). ``None``
+        (the default) makes the engine call `reduce`. Only an `exact_count` reducer is asked, only in
+        eager mode.
         """
         return None
 
