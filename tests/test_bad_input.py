@@ -324,7 +324,7 @@ OPTION_CASES = [
     ("unknown option name", {"layer_lists": [2, 4, 6]}, ValidationError,
      r"Unknown option\(s\) 'layer_lists' for PyramidDropConfig",
      (r"Did you mean 'layer_list' for 'layer_lists'\?.*Valid options: layer_list, image_token_ratio_list, "
-      r"layer_fractions, ratio, stages, positions, budget, budget_flops, reference, scoring, query\.")),
+      r"layer_fractions, ratio, stages, positions, budget, budget_flops, reference, scoring, rank_layer, query\.")),
     ("two unknown option names", {"ratios": [0.5], "stage": 3}, ValidationError,
      r"Unknown option\(s\) 'ratios', 'stage'", r"Did you mean 'ratio' for 'ratios'\?.*Did you mean 'stages' for 'stage'\?"),
     ("layer_fractions that collapse on a shallow model", {"layer_fractions": [0.25, 0.3]}, ScheduleError,
