@@ -1,4 +1,5 @@
-"""Temporal strategies (EVS, DyCoke's temporal stage, VidCom2, temporal + PyramidDrop) on Qwen2-VL / Qwen2.5-VL.
+"""Temporal strategies (EVS, DyCoke's temporal stage, VidCom2, temporal + PyramidDrop) on Qwen2-VL / Qwen2.5-VL
+(LLaVA-OneVision: `test_temporal_onevision`).
 
 The exactness contract on a batch that mixes images and videos (`video_inputs.MIXED`: a 5-patch
 video; an image; a 4-patch video and an image in one row; a text-only row; left padded), SDPA in
@@ -13,7 +14,7 @@ float64:
 5. training (one cell per strategy): the loss equals that reference's and gradients reach the tower;
 6. defining behaviour of each method, recomputed here from the tower's video features, and the
    kept counts as pure functions of the grid and the rate;
-7. clear errors: still images only (LLaVA-1.5), OneVision, an LLM-side use.
+7. clear errors: still images only (LLaVA-1.5), an LLM-side use (OneVision: `test_temporal_onevision`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from tokenprune.components.null import NullScorer
 from tokenprune.components.static_patches import StaticPatchDrop
 from tokenprune.components.temporal import TemporalInputError, TemporalSelection
 from tokenprune.components.window_redundancy import WindowRedundancyDrop
-from tokenprune.errors import IncompatibleComponentsError, UnsupportedFeatureError
+from tokenprune.errors import IncompatibleComponentsError
 
 OPTIONS = {
     "evs": {"ratio": 0.3},
@@ -309,9 +310,6 @@ def test_still_images_and_unsupported_models_raise_clearly():
     with tokenprune.pruned(llava, "evs"):
         with pytest.raises(TemporalInputError, match="no frame grid"):
             llava(**tm.FAMILIES["llava"][1](llava, layout="single"))
-    onevision = tm.FAMILIES["llava_onevision"][0](attn="sdpa", dtype=torch.float64)
-    with pytest.raises(UnsupportedFeatureError):
-        tokenprune.wrap(onevision, "dycoke")
     with pytest.raises(IncompatibleComponentsError):
         Strategy(StageScheduler([2], [0.5]), NullScorer(), StaticPatchDrop())  # no LLM-side use
     model = _model("qwen2_vl")

@@ -1,4 +1,5 @@
-"""Projector-side selection for VLMs that pack every image into one token sequence (Qwen2-VL, Qwen2.5-VL).
+"""Projector-side selection for VLMs that pack every image into one token sequence (Qwen2-VL, Qwen2.5-VL),
+and for LLaVA-OneVision's videos (pooled per frame after the projector; `tokenprune.adapters.onevision_video`).
 
 Design (see `tokenprune.adapters.base.PackedVision` for what the adapter provides):
 
@@ -20,6 +21,9 @@ Design (see `tokenprune.adapters.base.PackedVision` for what the adapter provide
   masked out as keys.
 * Batches: every image is selected on its own, so a row's result never depends on the other rows;
   rows that lose different numbers of tokens are re-padded (`tokenprune.encoder.placeholders`).
+* A vision side whose tokens no single tower call describes (OneVision encodes every frame as its
+  own image) has no scoring block: `PackedVision.describe` reads each output's grid from its shape,
+  and tokens after the grid (OneVision's newline, `PackedRecord.extra`) always stay.
 """
 
 from __future__ import annotations

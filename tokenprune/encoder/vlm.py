@@ -15,7 +15,8 @@ stock model consistent with that:
   onto the shortened prompt (the mapping is stored on the KV cache).
 * families that pack images of different sizes into one sequence (Qwen2-VL, Qwen2.5-VL;
   `VisionTower.packed`) select per image after the patch merger and keep every token's original
-  position: see `tokenprune.encoder.packed`.
+  position, and so do LLaVA-OneVision's videos (per video, on the pooled frame grid): see
+  `tokenprune.encoder.packed`.
 
 Logits of a prefill cover the shortened prompt; `WrapHandle.input_columns` maps them back.
 `CompositeEngine` runs a bridge and an LLM-side `Engine` together for a `VisionLanguageStrategy`.
