@@ -20,7 +20,8 @@ from transformers import LlavaOnevisionForConditionalGeneration
 FRAMES = 5
 TILE = 32
 PER_FRAME = (TILE // tm.PATCH_PX // 2) ** 2  # pooled tokens of one frame
-VIDEO_TOKENS = FRAMES * PER_FRAME + 1
+GRID = FRAMES * PER_FRAME  # pooled tokens of one video (its newline comes after them)
+VIDEO_TOKENS = GRID + 1
 MIXED = [[3, "V", 5], [4, "I", 6], [2, "V", 3, "I", 4], [9]]
 """Left padded: a video; an image; a video and an image; text only."""
 
@@ -53,13 +54,3 @@ def video_batch(model, rows=None, *, static: dict[int, list[int]] | None = None,
         inputs["pixel_values_videos"] = pixels
     return inputs
 
-
-def extend(inputs: dict, ids: torch.Tensor) -> dict:
-    """Prompt + all generated tokens but the last, for a no-cache forward; positions continue the mask's."""
-    extra = ids.shape[1] - 1 - inputs["input_ids"].shape[1]
-    full = dict(inputs)
-    full["input_ids"] = ids[:, :-1]
-    mask = inputs["attention_mask"]
-    full["attention_mask"] = torch.cat([mask, torch.ones(ids.shape[0], extra, dtype=mask.dtype)], dim=1)
-    full["position_ids"] = tm._positions(full["attention_mask"])
-    return full

@@ -1,171 +1,35 @@
-"""Temporal strategies (EVS, DyCoke's temporal stage, VidCom2, temporal + PyramidDrop) on LLaVA-OneVision.
+"""Temporal strategies on LLaVA-OneVision: what is particular to its video side.
 
 OneVision pools every frame's projected features 2x2 and ends each video with one newline feature;
 the temporal selection runs on the pooled ``frames x 4 x 4`` grid of each video, keeps the newline,
 shrinks the ``<video>`` run, and keeps every kept token's original 1-D position. The exactness contract
-on a batch mixing images and videos (`onevision_video.MIXED`: a 5-frame video; an AnyRes image; a
-video and an image in one row; a text-only row; left padded), SDPA in float64:
+cells (identity, cache, batch invariance with mixed image + video batches, masked reference and
+positions, training) run OneVision next to Qwen in `test_temporal_strategies`; here:
 
-1. identity: ratio 1 is bitwise the stock model (logits, generated ids); unwrap restores it;
-2. cache: cached greedy generation == a no-cache forward over prompt + generated tokens;
-3. batch invariance: every row == that row alone (prefill and decode), images untouched;
-4. masked reference: the pruned model == the full-length stock model with the dropped video tokens
-   masked out as keys; the positions the LLM receives are the full prompt's at the kept columns;
-5. training: the loss equals that reference's and gradients reach the tower;
-6. defining behaviour, recomputed from the pooled video features: each method's kept set, the newline kept;
-7. clear errors: a selection that would reduce OneVision's images, reduction inside its tower; a
-   one-frame video and an image-only batch pass whole.
+* positions without ``position_ids``: the stock defaults at the kept columns;
+* defining behaviour, recomputed from the pooled video features: each method's kept set, the newline kept;
+* temporal + PyramidDrop counts;
+* still images and one-frame videos pass whole; a selection that would reduce OneVision's images, and
+  reduction inside its tower, are refused at ``wrap`` with the fix named.
 """
 
 from __future__ import annotations
-
-import functools
 
 import pytest
 import tiny_models as tm
 import torch
 import torch.nn.functional as F
-from exactness import at_positions, record, replay_strategy
-from onevision_video import FRAMES, PER_FRAME, VIDEO_TOKENS, extend, make_model, video_batch
-from test_temporal_strategies import OPTIONS, PROJECTOR_ONLY, build
-from test_zoo_qwen_projector import TOL, _Capture, _column, _diff, _generate, _masked_reference
+from onevision_video import FRAMES, GRID, PER_FRAME, video_batch
+from test_temporal_strategies import _model as _family_model
+from test_temporal_strategies import _pruned_run, _unwrapped, build, dycoke_kept  # noqa: F401 - the autouse fixture unwraps
 
 import tokenprune
-from tokenprune import VisionLanguageStrategy
 from tokenprune.components.frame_uniqueness import allocate, uniqueness_scores
 from tokenprune.errors import UnsupportedFeatureError
 
-NAMES = list(OPTIONS)
-GRID = FRAMES * PER_FRAME  # pooled tokens of one video (the newline comes after them)
 
-
-@functools.cache
 def _model():
-    return make_model(attn="sdpa", dtype=torch.float64)
-
-
-@functools.cache
-def _stock():
-    model = _model()
-    inputs = video_batch(model)
-    return model(**inputs).logits, *_generate(model, inputs)
-
-
-@pytest.fixture(autouse=True)
-def _unwrapped():
-    yield
-    model = _model()
-    if isinstance(getattr(model, "tokenprune", None), tokenprune.WrapHandle):
-        tokenprune.unwrap(model)
-    model.eval()
-
-
-def _llm_positions(model):
-    """Capture the position ids the language model receives."""
-    seen = {}
-
-    def hook(module, args, kwargs):
-        seen["positions"] = kwargs["position_ids"].detach().clone()
-
-    return seen, model.model.language_model.register_forward_pre_hook(hook, with_kwargs=True)
-
-
-# -- 1. identity --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
-def test_keep_all_is_bitwise_identity_and_unwrap_restores(name):
-    model = _model()
-    inputs = video_batch(model)
-    ref, ref_ids, ref_steps = _stock()
-    with tokenprune.pruned(model, build(name, keep_all=True)) as handle:
-        assert torch.equal(model(**inputs).logits, ref)
-        ids, steps = _generate(model, inputs)
-        assert handle.input_columns() is None
-    assert torch.equal(ids, ref_ids) and all(torch.equal(a, b) for a, b in zip(steps, ref_steps))
-    with tokenprune.pruned(model, build(name)):
-        assert model(**inputs).logits.shape[1] < ref.shape[1]
-        _generate(model, inputs)
-    assert torch.equal(model(**inputs).logits, ref)
-
-
-# -- 2. cache -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
-def test_cached_decode_equals_uncached_forward(name):
-    model = _model()
-    inputs = video_batch(model)
-    strategy = build(name)
-    with tokenprune.pruned(model, strategy) as handle:
-        ids, steps = _generate(model, inputs)
-        kept = None
-        if strategy.llm is None:
-            logits = model(**extend(inputs, ids), use_cache=False).logits
-        else:  # the LLM part ranks by the last token, which differs in a longer prompt: replay its selection
-            selection = handle.selection()
-            assert len(selection) == 4, "every PyramidDrop boundary should have removed tokens"
-            scheduler = strategy.llm.scheduler
-            replay = VisionLanguageStrategy(
-                projector=strategy.projector, llm=replay_strategy(selection, scheduler.boundaries, scheduler.ratios)
-            )
-            tokenprune.unwrap(model)
-            tokenprune.wrap(model, replay)
-            handle = model.tokenprune
-            logits = model(**extend(inputs, ids), use_cache=False).logits
-            kept = handle.kept_positions()
-        for t, step in enumerate(steps):
-            diff = _diff(at_positions(logits, kept, _column(handle, inputs, t)), step)
-            assert record("temporal cache", f"{name}-llava_onevision-sdpa-video", diff) <= TOL, f"step {t}"
-
-
-# -- 3. batch invariance ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
-def test_batch_invariance_with_images_and_videos(name):
-    model = _model()
-    inputs = video_batch(model)
-    with tokenprune.pruned(model, build(name)) as handle:
-        kept = (lambda: handle.kept_positions()) if name == "temporal_pyramiddrop" else (lambda: None)
-        mine = at_positions(model(**inputs).logits, kept(), _column(handle, inputs))
-        projector = handle.tokens_per_layer()["projector"]
-        batch_ids, batch_steps = _generate(model, inputs)
-        for i in range(inputs["input_ids"].shape[0]):
-            alone = tm.single_row(inputs, i)
-            theirs = at_positions(model(**alone).logits, kept(), _column(handle, alone))
-            diff = _diff(mine[i], theirs[0])
-            assert record("temporal batch invariance", f"{name}-llava_onevision-sdpa-video", diff) <= TOL, f"row {i}"
-            ids, steps = _generate(model, alone)
-            assert torch.equal(ids[0, -2:], batch_ids[i, -2:]), f"row {i} generated ids"
-            assert all(_diff(a[i], b[0]) <= TOL for a, b in zip(batch_steps, steps)), f"row {i} decode"
-    strategy = build(name)
-    assert projector == [strategy.projector.kept_count(GRID, (FRAMES, 4, 4)) + 1] * 2  # videos only, newline kept
-    assert projector[0] < VIDEO_TOKENS
-
-
-# -- 4./5. masked reference, positions, training ------------------------------------------------------
-def _pruned_run(model, strategy, inputs):
-    with tokenprune.pruned(model, strategy) as handle:
-        capture = _Capture(model)
-        seen, hook = _llm_positions(model)
-        try:
-            out = model(**inputs)
-        finally:
-            embeds = capture.close()
-            hook.remove()
-        cols = handle.input_columns()
-    return out, cols, embeds, seen["positions"]
-
-
-@pytest.mark.parametrize("name", PROJECTOR_ONLY)
-def test_dropping_equals_masked_reference_and_keeps_positions(name):
-    model = _model()
-    inputs = video_batch(model)
-    out, cols, embeds, positions = _pruned_run(model, build(name), inputs)
-    real = cols >= 0
-    reference = _masked_reference(model, inputs, cols, embeds).logits
-    ref = reference.gather(1, cols.clamp(min=0).unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
-    diff = _diff(out.logits[real], ref[real])
-    assert record("temporal masked reference", f"{name}-llava_onevision-sdpa-video", diff) <= TOL
-    plain = model(**inputs).logits.gather(1, cols.clamp(min=0).unsqueeze(-1).expand(-1, -1, reference.shape[-1]))
-    assert _diff(out.logits[real], plain[real]) > 1e-6  # the check has teeth
-    taken = inputs["position_ids"].gather(1, cols.clamp(min=0))
-    assert torch.equal(positions[real], taken[real])  # every kept token keeps its original position
+    return _family_model("llava_onevision")
 
 
 def test_positions_without_position_ids_are_the_stock_defaults():
@@ -176,28 +40,6 @@ def test_positions_without_position_ids_are_the_stock_defaults():
     _, cols, _, positions = _pruned_run(model, build("evs"), inputs)
     real = cols >= 0
     assert torch.equal(positions[real], cols[real])
-
-
-@pytest.mark.parametrize("name", PROJECTOR_ONLY)
-def test_training_loss_equals_masked_reference_and_reaches_the_tower(name):
-    model = _model()
-    inputs = tm.add_labels(video_batch(model))
-    model.train()
-    try:
-        model.zero_grad(set_to_none=True)
-        out, cols, embeds, _ = _pruned_run(model, build(name), inputs)
-        assert torch.isfinite(out.loss)
-        out.loss.backward()
-        tower = [p.grad for p in model.model.vision_tower.parameters() if p.grad is not None]
-        assert tower and sum(g.abs().sum() for g in tower) > 0
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            ref = _masked_reference(model, inputs, cols, embeds).loss
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.eval()
-    diff = abs(out.loss.item() - ref.item())
-    assert record("temporal training loss", f"{name}-llava_onevision-sdpa-video", diff) <= 1e-6
 
 
 # -- 6. defining behaviour ----------------------------------------------------------------------
@@ -241,15 +83,7 @@ def test_dycoke_compares_each_frame_with_its_window_reference():
     inputs = video_batch(model)
     x = _pooled_frames(model, inputs)[0]
     _, cols, _, _ = _pruned_run(model, build("dycoke"), inputs)
-    keep = int(0.3 * PER_FRAME)
-    expected = []
-    for t, reference in enumerate([None, 0, 0, 2, None]):  # frame 4 starts the second window
-        if reference is None:
-            expected += [t * PER_FRAME + i for i in range(PER_FRAME)]
-            continue
-        least = _first_k(F.cosine_similarity(x[t], x[reference], dim=-1), keep, descending=False)
-        expected += [t * PER_FRAME + i for i in least]
-    assert _video_kept(cols, inputs, 0) == [*expected, GRID]
+    assert _video_kept(cols, inputs, 0) == [*dycoke_kept(x, 0.3), GRID]  # the newline stays, last
 
 
 def test_vidcom2_splits_the_budget_by_frame_uniqueness():
