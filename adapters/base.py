@@ -67,14 +67,41 @@ class PackedVision(ABC):
 
     Attributes:
         tower: the module whose output's ``pooler_output`` holds every image's projected tokens.
-        score_block: the tower block whose attention scorers read (its input is captured).
+        score_block: the tower block whose attention scorers read (its input is captured), or
+            ``None`` for a vision side whose tokens no single tower call describes (LLaVA-OneVision's
+            videos: frames are encoded as separate images and pooled after the projector); such a
+            family reads each output's layout from its shape in `describe`, and no tower hook runs.
         modalities: ``{"image": placeholder id, "video": placeholder id}``; the keys are those of
-            the VLM's ``mm_encoder_outputs``.
+            the VLM's ``mm_encoder_outputs`` that the selection reduces (other modalities pass whole).
     """
 
     tower: nn.Module
-    score_block: nn.Module
+    score_block: nn.Module | None
     modalities: dict[str, int]
+
+    def describe(self, output: Any) -> Any:
+        """The `tokenprune.encoder.packed.PackedRecord` of one modality's encoder output, or ``None``.
+
+        The default reads the record the tower hook attached to the output (grids from the tower
+        call); a family with ``score_block = None`` builds it from the output itself.
+        """
+        from ..encoder.packed import RECORD_ATTR
+
+        return getattr(output, RECORD_ATTR, None)
+
+    def pack(self, features: list[Tensor]) -> Any:
+        """The ``pooler_output`` the VLM reads, from each image's kept features (default: a tuple, one per image)."""
+        return tuple(features)
+
+    def check_selection(self, selection: Any) -> None:
+        """Raise a clear error, at wrap time, for a ``ProjectorSelection`` this vision side cannot run."""
+
+    def encoder_refusal(self, model_name: str) -> str:
+        """Why reduction between the tower's blocks is not available, and what to use instead."""
+        return (
+            f"Reduction inside the vision tower of {model_name} is not supported: its packed visual tokens are only "
+            "final after the tower. Reduce at the projector instead (VisionLanguageStrategy(projector=...))."
+        )
 
     @abstractmethod
     def grids(self, args: tuple, kwargs: dict[str, Any]) -> Tensor:

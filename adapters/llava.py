@@ -17,6 +17,7 @@ from ..hookspecs import RegisterAdapter, hookimpl
 from ..video_layout import VideoGrid, VideoShape
 from .base import Adapter, VisionTower, pad_token_id
 from .hf_decoder import HFDecoderAdapter
+from .onevision_video import OnevisionVideos
 
 __all__ = ["LlavaAdapter"]
 
@@ -49,10 +50,17 @@ class LlavaAdapter(HFDecoderAdapter):
     def vision_tower(self, model: nn.Module) -> VisionTower:
         """LLaVA-1.5: every image gives ``image_seq_length`` features from one feature layer.
 
-        LLaVA-NeXT and OneVision (AnyRes: the count depends on the image size, plus newline
-        features) are not supported for encoder-side reduction yet.
+        LLaVA-OneVision: its videos, selected per video on the pooled frame grid
+        (`tokenprune.adapters.onevision_video`); its images pass whole. LLaVA-NeXT (AnyRes: the
+        count depends on the image size, plus newline features) is not supported yet.
         """
         config = model.config
+        vlm = model.model if hasattr(model, "lm_head") else model
+        if config.model_type == "llava_onevision":
+            return VisionTower(
+                tower=vlm.vision_tower, feature_layer=-1, strip_prefix=False, image_token_id=int(config.image_token_id),
+                patches_per_image=0, pad_token_id=pad_token_id(model), packed=OnevisionVideos(vlm),
+            )  # fmt: skip
         if config.model_type != "llava":
             return Adapter.vision_tower(self, model)
         layer = config.vision_feature_layer
@@ -60,7 +68,6 @@ class LlavaAdapter(HFDecoderAdapter):
             raise UnsupportedFeatureError(
                 f"vision_feature_layer={layer}: encoder-side reduction needs one feature layer (LLaVA-1.5 uses -2)."
             )
-        vlm = model.model if hasattr(model, "lm_head") else model
         tower = vlm.vision_tower
         depth = int(tower.config.num_hidden_layers)
         feature = layer % (depth + 1)

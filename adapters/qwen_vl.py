@@ -100,6 +100,13 @@ class QwenPackedVision(PackedVision):
             merged = merged[torch.argsort(order.to(merged.device))]
         return merged
 
+    def encoder_refusal(self, model_name: str) -> str:
+        return (
+            f"Reduction inside the vision tower of {model_name} is not supported: its patch merger "
+            "needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
+            "merger instead: VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))."
+        )
+
     def encode(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)
         encoded = dict(out.get("mm_encoder_outputs") or {})

@@ -50,8 +50,6 @@ def main(argv: list[str] | None = None) -> dict:
     shape = resolve_video_shape(args.shape, args.video, args.scale)
     wanted = set(args.strategies.split(",")) if args.strategies else None
     points = [pt for pt in POINTS if wanted is None or pt.strategy in wanted]
-    if not shape.family.startswith("qwen"):  # the temporal strategies select Qwen2-VL / Qwen2.5-VL videos only
-        points = [pt for pt in points if pt.strategy == "pyramiddrop"]
     start = time.time()
     runs = []
     for point in points:

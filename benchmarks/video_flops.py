@@ -1,7 +1,7 @@
 """Planned visual FLOPs of video prompts at the true 7B shapes: every temporal strategy at ~50% / ~25%.
 
-For Qwen2.5-VL-7B (every temporal strategy, and PyramidDrop) and LLaVA-OneVision-7B (PyramidDrop: the
-temporal strategies do not run on OneVision yet), 32 and 128 frames at 448x448: the visual tokens, the knob
+For Qwen2.5-VL-7B and LLaVA-OneVision-7B (every temporal strategy, and PyramidDrop), 32 and 128 frames
+at 448x448: the visual tokens, the knob
 that puts each strategy's paper-convention visual-token FLOPs nearest 50% and 25% of dense, and the
 full-convention LLM prefill TFLOPs and FLOPs-ideal speedup (`tokenprune.video_cost`). Analytic: runs in
 seconds on any machine. Writes ``benchmarks/results/video_flops.json`` and prints a Markdown table::
@@ -35,8 +35,7 @@ def main() -> list[dict]:
         for frames in (32, 128):
             shape = VideoShape(frames, 448, 448)
             grid = video_grid(model, shape)
-            # the temporal strategies run on Qwen2-VL / Qwen2.5-VL only (OneVision: PyramidDrop in the LLM)
-            for point in POINTS if model.startswith("qwen") else [p for p in POINTS if p.strategy == "pyramiddrop"]:
+            for point in POINTS:
                 for target in (0.5, 0.25):
                     solved = solve_knob(point, target, dims.num_layers, dims.hidden_size, dims.intermediate_size,
                                         steps=200, grid=grid.grid)  # fmt: skip

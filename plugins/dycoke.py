@@ -7,7 +7,7 @@ arXiv:2411.15024. Written from the paper and the official code's conventions
 Stage 1 (token temporal merging, before the LLM): in each window of 4 frames (temporal patches)
 the first is kept whole; frames 2 and 4 keep the ``ratio`` share of their tokens least similar to
 frames 1 and 3, frame 3 the share least similar to frame 1. Still images pass whole; kept tokens
-keep their original M-RoPE positions.
+keep their original positions. Runs on Qwen2-VL / Qwen2.5-VL and LLaVA-OneVision videos.
 
 Not implemented: stage 2, the dynamic KV-cache pruning during decoding (at every decode step the
 visual tokens the last token attends to least are left out of attention, and may come back at a

@@ -7,10 +7,12 @@ the serving engines' description (`tokenprune.components.static_patches`; nothin
 Each video keeps its first frame (temporal patch) whole and, of the rest, the tokens whose merged
 features moved farthest (cosine distance) from the same position of the previous frame: in total
 ``max(rows*cols, int(tokens * ratio))`` tokens, a pure function of the grid and the rate. Still
-images in the same batch pass whole. Kept tokens keep their original M-RoPE (t, h, w) positions.
+images in the same batch pass whole. Kept tokens keep their original positions (Qwen's M-RoPE
+(t, h, w); OneVision's 1-D ones).
 
 ``ratio`` is the kept share (vLLM's ``video_pruning_rate`` is ``1 - ratio``). Runs where the
-projector-side selection runs on videos: Qwen2-VL and Qwen2.5-VL.
+projector-side selection runs on videos: Qwen2-VL and Qwen2.5-VL (a frame is a temporal patch after
+the merger) and LLaVA-OneVision (a frame's 2x2-pooled grid; the video's newline feature stays).
 """
 
 from __future__ import annotations

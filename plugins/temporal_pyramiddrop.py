@@ -6,7 +6,7 @@ the LLM's own attention can rank. ``temporal_pyramiddrop`` runs both: EVS, DyCok
 VidCom2 on every video at the projector (``temporal``, ``temporal_ratio``), then PyramidDrop's
 stages on what is left (every PyramidDrop option applies; its ratios are shares of the tokens the
 LLM receives). Still images skip the temporal stage and meet PyramidDrop only. Kept tokens keep
-their original M-RoPE positions through both stages.
+their original positions through both stages. Runs on Qwen2-VL / Qwen2.5-VL and LLaVA-OneVision.
 """
 
 from __future__ import annotations

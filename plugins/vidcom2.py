@@ -6,7 +6,8 @@ paper and the official code's conventions (`tokenprune.components.frame_uniquene
 
 Every video keeps ``max(frames, int(tokens * ratio))`` tokens, split over its frames (temporal
 patches) by how unlike the whole video each frame is; within a frame the tokens least like both the
-video and the frame stay. Still images pass whole; kept tokens keep their original M-RoPE positions.
+video and the frame stay. Still images pass whole; kept tokens keep their original positions. Runs on
+Qwen2-VL / Qwen2.5-VL and LLaVA-OneVision videos.
 
 Difference from the paper: the total per video is fixed by the grid and the ratio (the official code
 rounds each frame's budget on its own, so its total varies slightly).

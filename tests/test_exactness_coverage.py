@@ -37,7 +37,7 @@ def exactness_rows() -> dict[str, list[str]]:
         rows[name].append("test_zoo_qwen_projector.py: identity, cache, batch invariance on Qwen2-VL")
     rows[test_encoder.TOME].append("test_encoder.py: batch invariance and training in vision encoders")
     for name in test_temporal_strategies.OPTIONS:
-        rows[name].append("test_temporal_strategies.py: identity, cache, batch invariance, masked reference on video batches")
+        rows[name].append("test_temporal_strategies.py: identity, cache, batch invariance, masked reference on Qwen and OneVision video batches")
     return dict(rows)
 
 

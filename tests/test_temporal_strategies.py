@@ -1,25 +1,27 @@
-"""Temporal strategies (EVS, DyCoke's temporal stage, VidCom2, temporal + PyramidDrop) on Qwen2-VL / Qwen2.5-VL.
+"""Temporal strategies (EVS, DyCoke's temporal stage, VidCom2, temporal + PyramidDrop) on Qwen2-VL / Qwen2.5-VL
+and LLaVA-OneVision (its defining-behaviour cells and errors: `test_temporal_onevision`).
 
 The exactness contract on a batch that mixes images and videos (`video_inputs.MIXED`: a 5-patch
-video; an image; a 4-patch video and an image in one row; a text-only row; left padded), SDPA in
-float64:
+video; an image; a 4-patch video and an image in one row; a text-only row; left padded; OneVision:
+`onevision_video.MIXED`, the same rows with 5-frame videos and AnyRes images), SDPA in float64:
 
 1. identity: ratio 1 is bitwise the stock model (logits, generated ids); unwrap restores it;
 2. cache: cached greedy generation == a no-cache forward over prompt + generated tokens;
 3. batch invariance: every row == that row alone (prefill and decode), images untouched;
 4. masked reference: the pruned model == the full-length stock model with the dropped video tokens
-   masked out as keys; the positions the LLM receives are the full prompt's (t, h, w) at the kept
-   columns;
-5. training (one cell per strategy): the loss equals that reference's and gradients reach the tower;
+   masked out as keys; the positions the LLM receives are the full prompt's (Qwen: (t, h, w);
+   OneVision: 1-D) at the kept columns;
+5. training (one cell per strategy and family): the loss equals that reference's and gradients reach the tower;
 6. defining behaviour of each method, recomputed here from the tower's video features, and the
    kept counts as pure functions of the grid and the rate;
-7. clear errors: still images only (LLaVA-1.5), OneVision, an LLM-side use.
+7. clear errors: still images only (LLaVA-1.5), an LLM-side use (OneVision: `test_temporal_onevision`).
 """
 
 from __future__ import annotations
 
 import functools
 
+import onevision_video
 import pytest
 import tiny_models as tm
 import torch
@@ -36,7 +38,7 @@ from tokenprune.components.null import NullScorer
 from tokenprune.components.static_patches import StaticPatchDrop
 from tokenprune.components.temporal import TemporalInputError, TemporalSelection
 from tokenprune.components.window_redundancy import WindowRedundancyDrop
-from tokenprune.errors import IncompatibleComponentsError, UnsupportedFeatureError
+from tokenprune.errors import IncompatibleComponentsError
 
 OPTIONS = {
     "evs": {"ratio": 0.3},
@@ -46,20 +48,45 @@ OPTIONS = {
 }
 KEEP_ALL = {"temporal_pyramiddrop": {"temporal_ratio": 1.0, "ratio": 1.0}}
 PROJECTOR_ONLY = ["evs", "dycoke", "vidcom2"]
-FAMILIES = ["qwen2_vl", "qwen2_5_vl"]
+FAMILIES = ["qwen2_vl", "qwen2_5_vl", "llava_onevision"]
 CELLS = [pytest.param(n, f, id=f"{n}-{f}") for n in OPTIONS for f in FAMILIES]
 PER_FRAME = FRAME[0] * FRAME[1] // 4  # merged tokens per temporal patch
 
 
 @functools.cache
 def _model(family: str):
+    if family == "llava_onevision":  # 32 px frames: 4 x 4 pooled tokens each
+        return onevision_video.make_model(attn="sdpa", dtype=torch.float64)
     return tm.FAMILIES[family][0](attn="sdpa", dtype=torch.float64)
+
+
+def _batch(model) -> dict:
+    """The family's mixed image + video batch."""
+    if model.config.model_type == "llava_onevision":
+        return onevision_video.video_batch(model)
+    return video_batch(model)
+
+
+def _extend_prompt(inputs: dict, ids: torch.Tensor) -> dict:
+    """Prompt + all generated tokens but the last (Qwen: `_extend`); OneVision's 1-D position ids continue the mask's."""
+    if "mm_token_type_ids" in inputs:
+        return _extend(inputs, ids)
+    mask = inputs["attention_mask"]
+    full = {**inputs, "input_ids": ids[:, :-1]}
+    full["attention_mask"] = torch.cat([mask, mask.new_ones(ids.shape[0], ids.shape[1] - 1 - mask.shape[1])], dim=1)
+    full["position_ids"] = tm._positions(full["attention_mask"])
+    return full
+
+
+def _tower(model):
+    """The vision tower (Qwen: ``visual``; OneVision: ``vision_tower``)."""
+    return getattr(model.model, "visual", None) or model.model.vision_tower
 
 
 @functools.cache
 def _stock(family: str):
     model = _model(family)
-    inputs = video_batch(model)
+    inputs = _batch(model)
     return model(**inputs).logits, *_generate(model, inputs)
 
 
@@ -92,7 +119,7 @@ def _llm_positions(model):
 @pytest.mark.parametrize("name, family", CELLS)
 def test_keep_all_is_bitwise_identity_and_unwrap_restores(name, family):
     model = _model(family)
-    inputs = video_batch(model)
+    inputs = _batch(model)
     ref, ref_ids, ref_steps = _stock(family)
     with tokenprune.pruned(model, build(name, keep_all=True)) as handle:
         assert torch.equal(model(**inputs).logits, ref)
@@ -109,13 +136,13 @@ def test_keep_all_is_bitwise_identity_and_unwrap_restores(name, family):
 @pytest.mark.parametrize("name, family", CELLS)
 def test_cached_decode_equals_uncached_forward(name, family):
     model = _model(family)
-    inputs = video_batch(model)
+    inputs = _batch(model)
     strategy = build(name)
     with tokenprune.pruned(model, strategy) as handle:
         ids, steps = _generate(model, inputs)
         kept = None
         if strategy.llm is None:
-            logits = model(**_extend(inputs, ids), use_cache=False).logits
+            logits = model(**_extend_prompt(inputs, ids), use_cache=False).logits
         else:  # the LLM part ranks by the last token, which differs in a longer prompt: replay its selection
             selection = handle.selection()
             assert len(selection) == 4, "every PyramidDrop boundary should have removed tokens"
@@ -126,7 +153,7 @@ def test_cached_decode_equals_uncached_forward(name, family):
             tokenprune.unwrap(model)
             tokenprune.wrap(model, replay)
             handle = model.tokenprune
-            logits = model(**_extend(inputs, ids), use_cache=False).logits
+            logits = model(**_extend_prompt(inputs, ids), use_cache=False).logits
             kept = handle.kept_positions()
         for t, step in enumerate(steps):
             diff = _diff(at_positions(logits, kept, _column(handle, inputs, t)), step)
@@ -137,7 +164,7 @@ def test_cached_decode_equals_uncached_forward(name, family):
 @pytest.mark.parametrize("name, family", CELLS)
 def test_batch_invariance_with_images_and_videos(name, family):
     model = _model(family)
-    inputs = video_batch(model)
+    inputs = _batch(model)
     with tokenprune.pruned(model, build(name)) as handle:
         kept = (lambda: handle.kept_positions()) if name == "temporal_pyramiddrop" else (lambda: None)
         mine = at_positions(model(**inputs).logits, kept(), _column(handle, inputs))
@@ -150,6 +177,11 @@ def test_batch_invariance_with_images_and_videos(name, family):
             ids, steps = _generate(model, alone)
             assert torch.equal(ids[0, -2:], batch_ids[i, -2:]), f"row {i} generated ids"
             assert all(_diff(a[i], b[0]) <= TOL for a, b in zip(batch_steps, steps)), f"row {i} decode"
+    if family == "llava_onevision":  # videos only (its images are not reduced before the LLM), the newline kept
+        grid = (onevision_video.FRAMES, 4, 4)
+        assert projector == [build(name).projector.kept_count(onevision_video.GRID, grid) + 1] * 2
+        assert projector[0] < onevision_video.VIDEO_TOKENS
+        return
     assert projector[:2] == [PER_FRAME, PER_FRAME]  # the two still images pass whole
     assert projector[2] < 5 * PER_FRAME and projector[3] < 4 * PER_FRAME
 
@@ -172,7 +204,7 @@ def _pruned_run(model, strategy, inputs):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_dropping_equals_masked_reference_and_keeps_positions(name, family):
     model = _model(family)
-    inputs = video_batch(model)
+    inputs = _batch(model)
     out, cols, embeds, positions = _pruned_run(model, build(name), inputs)
     real = cols >= 0
     reference = _masked_reference(model, inputs, cols, embeds).logits
@@ -185,26 +217,30 @@ def test_dropping_equals_masked_reference_and_keeps_positions(name, family):
         model(**inputs)
     finally:
         hook.remove()
-    full = seen["positions"][-3:]  # (t, h, w) rows of the stock prompt
-    taken = full.gather(2, cols.clamp(min=0)[None].expand(3, -1, -1))
-    assert torch.equal(positions[-3:][:, real], taken[:, real])  # every kept token keeps its (t, h, w)
+    full = seen["positions"]  # the stock prompt's: (t, h, w) rows (Qwen) or 1-D (OneVision)
+    if full.dim() == 3:
+        full, positions = full[-3:], positions[-3:]
+    taken = full.gather(-1, cols.clamp(min=0).expand(*full.shape[:-2], -1, -1))
+    assert torch.equal(positions[..., real], taken[..., real])  # every kept token keeps its position
 
 
 @pytest.mark.parametrize("name", PROJECTOR_ONLY)
-def test_training_loss_equals_masked_reference_and_reaches_the_tower(name):
-    model = _model("qwen2_vl")
-    inputs = tm.add_labels(video_batch(model))
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_onevision"])
+def test_training_loss_equals_masked_reference_and_reaches_the_tower(name, family):
+    model = _model(family)
+    inputs = tm.add_labels(_batch(model))
     model.train()
     model.zero_grad(set_to_none=True)
     out, cols, embeds, _ = _pruned_run(model, build(name), inputs)
     assert torch.isfinite(out.loss)
     out.loss.backward()
-    tower = [p.grad for p in model.model.visual.parameters() if p.grad is not None]
+    tower = [p.grad for p in _tower(model).parameters() if p.grad is not None]
     assert tower and sum(g.abs().sum() for g in tower) > 0
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         ref = _masked_reference(model, inputs, cols, embeds).loss
-    assert abs(out.loss.item() - ref.item()) <= 1e-6
+    diff = abs(out.loss.item() - ref.item())
+    assert record("temporal training loss", f"{name}-{family}-sdpa-video", diff) <= 1e-6
 
 
 # -- 6. defining behaviour ----------------------------------------------------------------------
@@ -254,22 +290,29 @@ def test_evs_keeps_first_frame_and_the_most_changed_tokens():
     assert not any(2 * PER_FRAME <= i < 3 * PER_FRAME for i in kept)  # the static patch is gone
 
 
+def dycoke_kept(x: torch.Tensor, ratio: float) -> list[int]:
+    """DyCoke's kept raster indices of a 5-frame video ``x`` (``(5, tokens per frame, d)``), recomputed:
+    frames 0 and 4 start a window (kept whole); frames 1 and 2 keep their tokens least like frame 0,
+    frame 3 those least like frame 2."""
+    per_frame = x.shape[1]
+    keep = int(ratio * per_frame)
+    expected = []
+    for t, reference in enumerate([None, 0, 0, 2, None]):
+        if reference is None:
+            expected += [t * per_frame + i for i in range(per_frame)]
+            continue
+        similarity = F.cosine_similarity(x[t], x[reference], dim=-1)
+        least = torch.sort(torch.sort(similarity, stable=True).indices[:keep]).values
+        expected += (t * per_frame + least).tolist()
+    return expected
+
+
 def test_dycoke_compares_each_frame_with_its_window_reference():
     model = _model("qwen2_vl")
     inputs = video_batch(model)
     features = _video_features(model, inputs)
     _, cols, _, _ = _pruned_run(model, build("dycoke"), inputs)
-    x = features[0].view(5, PER_FRAME, -1)
-    keep = int(0.3 * PER_FRAME)
-    expected = []
-    for t, reference in enumerate([None, 0, 0, 2, None]):  # frame 4 starts the second window
-        if reference is None:
-            expected += [t * PER_FRAME + i for i in range(PER_FRAME)]
-            continue
-        similarity = F.cosine_similarity(x[t], x[reference], dim=-1)
-        least = torch.sort(torch.sort(similarity, stable=True).indices[:keep]).values
-        expected += (t * PER_FRAME + least).tolist()
-    assert _video_kept(cols, inputs, 0) == expected
+    assert _video_kept(cols, inputs, 0) == dycoke_kept(features[0].view(5, PER_FRAME, -1), 0.3)
 
 
 def test_vidcom2_splits_the_budget_by_frame_uniqueness():
@@ -309,9 +352,6 @@ def test_still_images_and_unsupported_models_raise_clearly():
     with tokenprune.pruned(llava, "evs"):
         with pytest.raises(TemporalInputError, match="no frame grid"):
             llava(**tm.FAMILIES["llava"][1](llava, layout="single"))
-    onevision = tm.FAMILIES["llava_onevision"][0](attn="sdpa", dtype=torch.float64)
-    with pytest.raises(UnsupportedFeatureError):
-        tokenprune.wrap(onevision, "dycoke")
     with pytest.raises(IncompatibleComponentsError):
         Strategy(StageScheduler([2], [0.5]), NullScorer(), StaticPatchDrop())  # no LLM-side use
     model = _model("qwen2_vl")

@@ -70,6 +70,15 @@ def test_bench_video_runs_an_llm_side_strategy_on_onevision(tmp_path):
     assert r["prefill"]["llm_ideal_speedup"] > 1.5
 
 
+def test_bench_video_runs_a_temporal_strategy_on_onevision(tmp_path):
+    r = _bench(tmp_path, "llava-onevision-7b", "4x112x112", "evs", "ratio=0.5")
+    _check_timings(r)
+    grid = 4 * 14 * 14  # every frame at 384 px, 2x2 pooled; the newline after it stays
+    kept = get_registry().build("evs", ratio=0.5).projector.kept_count(grid, (4, 14, 14)) + 1
+    assert r["flops"]["llm_visual_tokens"] == kept < grid + 1
+    assert r["prefill"]["tokens_per_layer"]["projector"] == [kept]  # the wrapped forward kept what the cost model counts
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -78,8 +87,8 @@ def test_bench_video_runs_an_llm_side_strategy_on_onevision(tmp_path):
         (["--shape", "qwen2-vl-7b", "--video", "10x112x112x4", "--strategy", "evs"], "give a multiple of 4 (e.g. 12)"),
         (["--shape", "qwen2-vl-7b", "--video", "2x112x112"], "at least two temporal patches"),
         (["--shape", "llava-1.5-7b", "--video", "8x112x112"], "--video needs a video model shape"),
-        (["--shape", "llava-onevision-7b", "--video", "8x112x112", "--strategy", "dycoke"],
-         "for Qwen2-VL / Qwen2.5-VL videos only"),
+        (["--shape", "llava-onevision-7b", "--video", "8x112x112", "--strategy", "divprune"],
+         "LLaVA-OneVision's images (AnyRes crops, unpadded, with newline features) cannot be reduced"),
         (["--shape", "llava-onevision-7b", "--video", "8x112x112x2"], "no temporal patch"),
         (["--video", "8x112"], "write FRAMESxHEIGHTxWIDTH"),
         (["--video", "8x112x112", "--modes", "eager"], "drop --modes"),

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from .vision_language import ProjectorSelection
-from .encoder.packed import RECORD_ATTR, PackedRecord, PackedSelector
+from .encoder.packed import PackedRecord, PackedSelector
 from .encoder.patches import select_patches  # the hooks' own selection step, shared
 from .errors import ScheduleError
 
@@ -61,8 +61,8 @@ def select_packed(
     """
     record = PackedRecord(grids.long(), received)
     output = SimpleNamespace(pooler_output=tuple(features))
-    setattr(output, RECORD_ATTR, record)
-    reduced, keep, counts = PackedSelector(SimpleNamespace(tower=tower), selection).select(output)
+    vision = SimpleNamespace(tower=tower, describe=lambda _: record, pack=tuple)  # what `PackedVision` answers
+    reduced, keep, counts = PackedSelector(vision, selection).select(output)
     index, start = [], 0
     for n, count in zip((int(g.prod()) for g in record.grids), counts):
         part = torch.nonzero(keep[start : start + n], as_tuple=False)[:, 0]

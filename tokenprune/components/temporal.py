@@ -1,7 +1,8 @@
 """Temporal reduction of a video's tokens before the LLM: the shared frame bookkeeping.
 
 A video reaches the LLM as ``frames x rows x cols`` merged tokens in raster order (Qwen2-VL /
-Qwen2.5-VL: one "frame" is a temporal patch of ``temporal_patch_size`` raw frames). Temporal
+Qwen2.5-VL: one "frame" is a temporal patch of ``temporal_patch_size`` raw frames; LLaVA-OneVision:
+one frame's 2x2-pooled grid, the video's newline feature after the grid). Temporal
 methods compare tokens across frames, so they need that grid: `ScoreContext.grid`, which the
 packed projector-side selection (`tokenprune.encoder.packed`) sets for every image and video.
 
@@ -45,7 +46,8 @@ def frames_of(ctx: ScoreContext, count: int, what: str) -> tuple[int, int, int]:
     if grid is None:
         raise TemporalInputError(
             f"{what} compares tokens across video frames, but this model's vision side gives no frame grid (a still "
-            "image). Temporal strategies run on Qwen2-VL / Qwen2.5-VL videos (pixel_values_videos); for images use "
+            "image). Temporal strategies run on Qwen2-VL / Qwen2.5-VL and LLaVA-OneVision videos (pixel_values_videos); "
+            "for images use "
             "a spatial strategy (divprune, visionzip, pooling) or an LLM-side one (pyramiddrop)."
         )
     frames, rows, cols = (int(x) for x in grid)

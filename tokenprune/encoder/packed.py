@@ -1,4 +1,5 @@
-"""Projector-side selection for VLMs that pack every image into one token sequence (Qwen2-VL, Qwen2.5-VL).
+"""Projector-side selection for VLMs that pack every image into one token sequence (Qwen2-VL, Qwen2.5-VL),
+and for LLaVA-OneVision's videos (pooled per frame after the projector; `tokenprune.adapters.onevision_video`).
 
 Design (see `tokenprune.adapters.base.PackedVision` for what the adapter provides):
 
@@ -20,6 +21,9 @@ Design (see `tokenprune.adapters.base.PackedVision` for what the adapter provide
   masked out as keys.
 * Batches: every image is selected on its own, so a row's result never depends on the other rows;
   rows that lose different numbers of tokens are re-padded (`tokenprune.encoder.placeholders`).
+* A vision side whose tokens no single tower call describes (OneVision encodes every frame as its
+  own image) has no scoring block: `PackedVision.describe` reads each output's grid from its shape,
+  and tokens after the grid (OneVision's newline, `PackedRecord.extra`) always stay.
 """
 
 from __future__ import annotations
@@ -56,15 +60,22 @@ class PackedRecord:
         features: ``(N, d)`` the tower's output; the per-image tensors ``get_image_features`` splits off
             are views of it, which identifies each image even after ``generate`` repeated them for
             beams or ``num_return_sequences``.
+        extra: tokens after every image's grid that always stay (LLaVA-OneVision's newline feature
+            ending each video); they are never candidates and keep their place.
     """
 
     grids: Tensor
     attention: Callable[[], Tensor]
     features: Tensor | None = None
+    extra: int = 0
+
+    def sizes(self) -> list[int]:
+        """Tokens of every image: its grid plus the ``extra`` ones."""
+        return [int(g.prod()) + self.extra for g in self.grids]
 
     def images_of(self, parts: list[Tensor]) -> list[int]:
         """Index of the image each per-image tensor of ``parts`` holds."""
-        tokens = [int(g.prod()) for g in self.grids]
+        tokens = self.sizes()
         starts, total = {}, 0
         for i, n in enumerate(tokens):
             starts[total] = i
@@ -126,7 +137,10 @@ class PackedSelector(HookOwner):
         self.selection = selection
 
     def install(self) -> None:
-        """Attach the capture hook (scoring block) and the record hook (tower output)."""
+        """Attach the capture hook (scoring block) and the record hook (tower output), where the
+        vision side has a scoring block (otherwise `PackedVision.describe` reads each output's layout)."""
+        if self.packed.score_block is None:
+            return
         self._handles.append(self.packed.score_block.register_forward_pre_hook(self._capture, with_kwargs=True))
         self._handles.append(self.packed.tower.register_forward_hook(self._record, with_kwargs=True))
 
@@ -171,23 +185,24 @@ class PackedSelector(HookOwner):
             holds each image's kept (or merged) features; ``(N,)`` True for the kept tokens of all
             images in order; the kept count of every image.
         """
-        record: PackedRecord | None = getattr(output, RECORD_ATTR, None)
+        record: PackedRecord | None = self.packed.describe(output)
         if record is None:
             raise UnsupportedFeatureError(
                 "These mm_encoder_outputs were not computed by the wrapped model's vision tower, so tokenprune cannot "
                 "tell each image's grid. Pass pixel_values (and the grids) instead, or encode after wrapping."
             )
         features = list(output.pooler_output)
-        tokens = [int(g.prod()) for g in record.grids]
-        starts = [sum(tokens[:i]) for i in range(len(tokens))]
+        sizes = record.sizes()
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
         images = record.images_of(features)
-        if any(f.shape[0] != tokens[i] for f, i in zip(features, images)):
-            raise RuntimeError(f"The tower output holds {[f.shape[0] for f in features]} tokens per image, not {tokens}.")
+        if any(f.shape[0] != sizes[i] for f, i in zip(features, images)):
+            raise RuntimeError(f"The tower output holds {[f.shape[0] for f in features]} tokens per image, not {sizes}.")
         reduced, keeps, counts = [], [], []
         for feature, i in zip(features, images):
-            n, k = tokens[i], self.kept_count(tokens[i], tuple(int(x) for x in record.grids[i]))
+            n = sizes[i] - record.extra  # the grid's tokens: the candidates
+            k = self.kept_count(n, tuple(int(x) for x in record.grids[i]))
             if k >= n:
-                keep = torch.ones(n, dtype=torch.bool, device=feature.device)
+                keep = torch.ones(sizes[i], dtype=torch.bool, device=feature.device)
                 reduced.append(feature)
             else:
                 keep, merged = self._select_image(feature, record.grids[i], k, record, starts[i])
@@ -195,7 +210,7 @@ class PackedSelector(HookOwner):
             keeps.append(keep)
             counts.append(int(keep.sum()))
         new = copy.copy(output)
-        new.pooler_output = tuple(reduced)
+        new.pooler_output = self.packed.pack(reduced)
         object.__setattr__(new, RECORD_ATTR, None)
         return new, torch.cat(keeps), counts
 
@@ -203,6 +218,8 @@ class PackedSelector(HookOwner):
         n = feature.shape[0]
         device = feature.device
         ones = torch.ones(1, n, dtype=torch.bool, device=device)
+        candidates = ones.clone()
+        candidates[:, n - record.extra :] = False  # the extra tokens after the grid always stay
         ctx = PackedContext(
             layer_index=-1,
             layer=self.packed.tower,
@@ -217,8 +234,8 @@ class PackedSelector(HookOwner):
             _received=lambda: record.attention()[start : start + n].unsqueeze(0).to(device),
         )
         chosen = select(
-            ctx, self.selection.scorer, self.selection.reducer, ones, torch.tensor([k], device=device),
-            protected=~ones, expect=k,
-            miscount=lambda counts: f"The projector reducer kept {counts[0]} of an image's {n} tokens, not {k}.",
+            ctx, self.selection.scorer, self.selection.reducer, candidates, torch.tensor([k], device=device),
+            protected=~candidates, expect=k + record.extra,
+            miscount=lambda counts: f"The projector reducer kept {counts[0]} of an image's {n} tokens, not {k + record.extra}.",
         )  # fmt: skip
         return chosen.keep[0], chosen.features[0]

@@ -15,7 +15,8 @@ stock model consistent with that:
   onto the shortened prompt (the mapping is stored on the KV cache).
 * families that pack images of different sizes into one sequence (Qwen2-VL, Qwen2.5-VL;
   `VisionTower.packed`) select per image after the patch merger and keep every token's original
-  position: see `tokenprune.encoder.packed`.
+  position, and so do LLaVA-OneVision's videos (per video, on the pooled frame grid): see
+  `tokenprune.encoder.packed`.
 
 Logits of a prefill cover the shortened prompt; `WrapHandle.input_columns` maps them back.
 `CompositeEngine` runs a bridge and an LLM-side `Engine` together for a `VisionLanguageStrategy`.
@@ -78,11 +79,8 @@ class VisionBridge(HookOwner):
     def _init_packed(self, strategy: VisionLanguageStrategy) -> None:
         """Per-image selection after the patch merger of a packed tower (`tokenprune.encoder.packed`)."""
         if strategy.encoder is not None:
-            raise UnsupportedFeatureError(
-                f"Reduction inside the vision tower of {type(self.model).__name__} is not supported: its patch merger "
-                "needs every 2x2 window of patches whole (so ToMe cannot run between its blocks). Merge after the "
-                "merger instead: VisionLanguageStrategy(projector=ProjectorSelection(ratio, NullScorer(), BipartiteMerge()))."
-            )
+            raise UnsupportedFeatureError(self.vision.packed.encoder_refusal(type(self.model).__name__))
+        self.vision.packed.check_selection(strategy.projector)
         self.selector = PackedSelector(self.vision.packed, strategy.projector)
         self.tower_count = self.per_image = 0
         self.kept = self.kept_per_image = -1  # counts are per image; see `projector_tokens`

@@ -124,8 +124,8 @@ def run_video(
 
     Raises:
         ValueError: a bad shape or video, ``new_tokens == 1``.
-        tokenprune.errors.TokenpruneError: the strategy cannot run on this family (e.g. a temporal
-            strategy on LLaVA-OneVision), raised by the first wrapped forward, before any timing.
+        tokenprune.errors.TokenpruneError: the strategy cannot run on this family (e.g. a projector-side
+            strategy that would reduce LLaVA-OneVision's images), raised by ``wrap``, before any timing.
     """
     options = dict(options or {})
     built = get_registry().build(strategy, **options)  # invalid options fail before the slow build

@@ -272,11 +272,6 @@ def _bench_video(args: argparse.Namespace, options: dict) -> int:
                if on]  # fmt: skip
     if refused:
         raise CliError(f"--video times one video prompt's prefill and decode; drop {', '.join(refused)}.")
-    if not shape.startswith("qwen") and not runs_in_llm_only(build_strategy(args.strategy, options)):
-        raise CliError(
-            f"{args.strategy!r} selects tokens before the LLM, which tokenprune does for Qwen2-VL / Qwen2.5-VL videos only; "
-            f"on {shape} use an LLM-side strategy (e.g. --strategy pyramiddrop)."
-        )
     overrides = {k: getattr(args, k) for k in ("layers", "hidden", "intermediate", "heads", "kv_heads", "text_tokens",
                                                "vision_layers", "vocab")}  # fmt: skip
     try:
