@@ -56,6 +56,16 @@ def _family_rotation(module_name: str) -> Callable[[Tensor, Tensor, Tensor], Ten
     return rotate
 
 
+def _project_keys(attn: nn.Module, h: Tensor, cos: Tensor, sin: Tensor, per_head_norm: bool) -> Tensor:
+    """``(B, H_kv, n, head_dim)`` post-rotary keys of the normalised input ``h``, as the attention computes
+    (and caches) them; ``per_head_norm``: the family's per-head key norm sits between projection and RoPE."""
+    batch, n, _ = h.shape
+    k = attn.k_proj(h).view(batch, n, -1, attn.head_dim)
+    if per_head_norm:
+        k = attn.k_norm(k)
+    return _rotation(attn)(k.transpose(1, 2), cos, sin)
+
+
 def _on(table: Tensor, device: torch.device, batch: int) -> Tensor:
     """A rotary table on ``device`` with ``batch`` rows (transformers shares one row without position_ids)."""
     table = table if table.device == device else table.to(device)
@@ -113,8 +123,9 @@ class HFDecoderAdapter(Adapter):
             rows = h.gather(1, query.unsqueeze(-1).expand(-1, -1, width))
         rows = layer.input_layernorm(rows) if keys is not None else rows
         q = attn.q_proj(rows).view(batch, rows.shape[1], -1, head_dim)
+        k = attn.k_proj(h).view(batch, n, -1, head_dim) if keys is None else None
         if hasattr(attn, "q_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
-            q = attn.q_norm(q)
+            q, k = attn.q_norm(q), (attn.k_norm(k) if k is not None else None)
         q = q.transpose(1, 2)
         # Without position_ids transformers builds (1, n, head_dim) tables shared by the batch.
         cos, sin = (_on(t, device, batch) for t in position_embeddings)
@@ -125,7 +136,7 @@ class HFDecoderAdapter(Adapter):
             sin_q = sin.gather(1, query.unsqueeze(-1).expand(-1, -1, sin.shape[-1]))
         rotate = _rotation(attn)
         q = rotate(q, cos_q, sin_q)
-        k = self._keys(layer, h, cos, sin, device, normed=True) if keys is None else keys.to(device)
+        k = rotate(k.transpose(1, 2), cos, sin) if keys is None else keys.to(device)  # computed as the layer caches them
         if q.shape[1] != k.shape[1]:  # grouped-query attention (a copy of k; skipped without groups)
             k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = torch.matmul(q, k.transpose(-1, -2)) * attn.scaling  # (B, H, Q, n), model dtype like eager
@@ -133,20 +144,6 @@ class HFDecoderAdapter(Adapter):
             logits = logits.masked_fill(~allowed.to(device).unsqueeze(1), float("-inf"))
         dtype = torch.promote_types(logits.dtype, torch.float32)
         return torch.softmax(logits, dim=-1, dtype=dtype).mean(dim=1)
-
-    @staticmethod
-    def _keys(
-        layer: nn.Module, hidden: Tensor, cos: Tensor, sin: Tensor, device: torch.device, normed: bool = False
-    ) -> Tensor:
-        """``(B, H_kv, n, head_dim)`` post-rotary keys, as the layer's attention computes (and caches) them
-        (``normed``: ``hidden`` already went through the layer's input norm, on ``device``)."""
-        attn = layer.self_attn
-        h = hidden if normed else layer.input_layernorm(hidden if hidden.device == device else hidden.to(device))
-        batch, n, _ = h.shape
-        k = attn.k_proj(h).view(batch, n, -1, attn.head_dim)
-        if hasattr(attn, "k_norm"):  # Qwen3-style per-head norms sit between projection and RoPE
-            k = attn.k_norm(k)
-        return _rotation(attn)(k.transpose(1, 2), cos, sin)
 
     def layer_keys(
         self, layer: nn.Module, hidden: Tensor, position_embeddings: tuple[Tensor, Tensor], keys: Tensor | None = None
@@ -156,7 +153,8 @@ class HFDecoderAdapter(Adapter):
         batch, n, _ = hidden.shape
         if keys is None:
             cos, sin = (_on(t, device, batch) for t in position_embeddings)
-            keys = self._keys(layer, hidden, cos, sin, device)
+            h = layer.input_layernorm(hidden if hidden.device == device else hidden.to(device))
+            keys = _project_keys(attn, h, cos, sin, hasattr(attn, "k_norm"))
         k = keys
         heads = attn.q_proj.out_features // attn.head_dim
         if heads != k.shape[1]:  # grouped-query attention
