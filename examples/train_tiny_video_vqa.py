@@ -87,6 +87,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="the presence head predicts the (step x colour) table with only the token's own step row filled "
                    "(one-hot step times the colours visible), so the plain average of the video tokens is the whole table, "
                    "linearly")
+    p.add_argument("--presence-direction", action="store_true",
+                   help="the presence head and the table also hold each visible colour's motion direction (colour x "
+                   "direction), so direction questions get the same average-the-tokens route as count and order")
     p.add_argument("--table-weight", type=float, default=0.0,
                    help="weight of the presence-table loss: at each question's last token, the hidden state after layer "
                    "--time-layer predicts the whole (step x colour) visibility table of the video (0: off)")
@@ -144,6 +147,16 @@ def presence(video: ms.Video) -> np.ndarray:
     return out
 
 
+def motion(video: ms.Video) -> np.ndarray:
+    """``(steps, colours x directions)`` float32: at each step, the direction (one-hot) of every colour visible then."""
+    out = np.zeros((ms.STEPS, len(ms.COLORS), len(ms.DIRECTIONS)), dtype=np.float32)
+    for track in video.tracks:
+        for s in range(ms.STEPS):
+            if s not in track.hidden:
+                out[s, list(ms.COLORS).index(track.color), list(ms.DIRECTIONS).index(track.direction)] = 1
+    return out.reshape(ms.STEPS, -1)
+
+
 def evaluate(vqa: TinyVideoVQA, test: ms.Split, single_frame: bool, limit: int | None = None, batch: int = 48) -> dict:
     """Accuracy per question kind (and overall) on the first ``limit`` test questions."""
     n = len(test) if limit is None else min(limit, len(test))
@@ -195,7 +208,10 @@ def main(argv=None) -> dict:
                                  "query": torch.nn.Linear(model.config.text_config.hidden_size, len(ms.COLORS)),
                                  "tower_step": torch.nn.Linear(width, ms.STEPS),
                                  "presence": torch.nn.Linear(width, len(ms.COLORS) * (ms.STEPS if args.presence_by_step else 1)),
-                                 "table": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS * len(ms.COLORS))})  # fmt: skip
+                                 "table": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS * len(ms.COLORS)),
+                                 "motion": torch.nn.Linear(width, len(ms.COLORS) * len(ms.DIRECTIONS)),
+                                 "motion_table": torch.nn.Linear(model.config.text_config.hidden_size,
+                                                                 len(ms.COLORS) * len(ms.DIRECTIONS))})  # fmt: skip
     captured: dict = {}
 
     def capture(module, args, output):
@@ -268,6 +284,12 @@ def main(argv=None) -> dict:
             table_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["table"](captured["text"][query]), tables)
             loss = loss + args.table_weight * table_loss
             extras["table_loss"] = table_loss.item()
+            if args.presence_direction:  # and each colour's direction (any step it is visible)
+                moving = torch.from_numpy(np.stack([motion(v).max(0) for v, qs in zip(videos, asked) for _ in qs]))
+                logits = heads["motion_table"](captured["text"][query])
+                motion_table_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, moving)
+                loss = loss + args.table_weight * motion_table_loss
+                extras["motion_table_loss"] = motion_table_loss.item()
         if args.time_weight:
             hidden = captured.pop("text")[inputs["input_ids"] == video_id]  # (videos x 324, width), in token order
             step_loss = torch.nn.functional.cross_entropy(heads["step"](hidden), token_step.repeat(len(videos)))
@@ -287,6 +309,11 @@ def main(argv=None) -> dict:
             presence_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["presence"](merged), seen.flatten(0, 1))
             loss = loss + args.presence_weight * presence_loss
             extras["presence_loss"] = presence_loss.item()
+            if args.presence_direction:  # each token: the direction of every colour visible at its step
+                moving = torch.from_numpy(np.stack([motion(v) for v in videos])).repeat_interleave(324 // ms.STEPS, dim=1)
+                motion_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["motion"](merged), moving.flatten(0, 1))
+                loss = loss + args.presence_weight * motion_loss
+                extras["motion_loss"] = motion_loss.item()
         with torch.no_grad():  # training accuracy per question kind (the answer positions, in question order)
             logits = captured_logits["logits"]
             at = inputs["labels"] != -100
