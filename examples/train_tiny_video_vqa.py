@@ -26,6 +26,14 @@ step's colour in every 8x8 px cell, so every visual token sees its step); ``--st
 per-token loss on the tower's merged tokens predicting their step, and ``--lookups-from`` starts the
 ``--lookups`` questions only at that training step (a curriculum). The model card reports what they reached.
 
+``--presence-weight`` makes every merged token of the tower predict which colours its step shows (the tower
+attends across its whole temporal patch, i.e. the whole step, so it can); ``--table-weight`` makes each
+question's last token, after LLM layer ``--time-layer``, predict the video's whole (step x colour) visibility
+table. With ``--counter`` these give count and order a route the LLM learns quickly: average the video tokens
+(each knows its step and what its step shows), then read the named colour's row. ``--presence-direction``
+adds each visible colour's direction to both targets; ``--presence-by-step`` asks the tower for the table row
+of its own step instead (it stalled). The model card reports what they reached.
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
