@@ -26,6 +26,14 @@ step's colour in every 8x8 px cell, so every visual token sees its step); ``--st
 per-token loss on the tower's merged tokens predicting their step, and ``--lookups-from`` starts the
 ``--lookups`` questions only at that training step (a curriculum). The model card reports what they reached.
 
+``--presence-weight`` makes every merged token of the tower predict which colours its step shows (the tower
+attends across its whole temporal patch, i.e. the whole step, so it can); ``--table-weight`` makes each
+question's last token, after LLM layer ``--time-layer``, predict the video's whole (step x colour) visibility
+table. With ``--counter`` these give count and order a route the LLM learns quickly: average the video tokens
+(each knows its step and what its step shows), then read the named colour's row. ``--presence-direction``
+adds each visible colour's direction to both targets; ``--presence-by-step`` asks the tower for the table row
+of its own step instead (it stalled). The model card reports what they reached.
+
 ``--single-frame`` trains the single-frame baseline: every frame of every video (training and
 test) is replaced by the middle step, so the model sees one frame only; its accuracy shows what a
 single frame can answer (chance, by the generator's construction).
@@ -79,6 +87,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--step-weight", type=float, default=0.0,
                    help="weight of the per-token step loss on the tower's merged tokens (each predicts its time step, "
                    "read from the frame's step counter; 0: off)")
+    p.add_argument("--presence-weight", type=float, default=0.0,
+                   help="weight of the per-step presence loss on the tower's merged tokens: every token predicts which of "
+                   "the six colours are visible anywhere in its step (the tower attends across its whole temporal patch, so "
+                   "it can; the LLM then counts and orders by averaging tokens; 0: off)")
+    p.add_argument("--presence-by-step", action="store_true",
+                   help="the presence head predicts the (step x colour) table with only the token's own step row filled "
+                   "(one-hot step times the colours visible), so the plain average of the video tokens is the whole table, "
+                   "linearly")
+    p.add_argument("--presence-direction", action="store_true",
+                   help="the presence head and the table also hold each visible colour's motion direction (colour x "
+                   "direction), so direction questions get the same average-the-tokens route as count and order")
+    p.add_argument("--table-weight", type=float, default=0.0,
+                   help="weight of the presence-table loss: at each question's last token, the hidden state after layer "
+                   "--time-layer predicts the whole (step x colour) visibility table of the video (0: off)")
     p.add_argument("--lookups-from", type=int, default=0, help="add the --lookups questions from this training step on")
     p.add_argument("--time-weight", type=float, default=0.0,
                    help="weight of the per-token step loss on the LLM's hidden states after layer --time-layer (0: off)")
@@ -122,6 +144,25 @@ def profile(video: ms.Video, question: ms.Question) -> list[float]:
     if len(named) != 1:
         return [float("nan")] * ms.STEPS
     return [float(s not in named[0].hidden) for s in range(ms.STEPS)]
+
+
+def presence(video: ms.Video) -> np.ndarray:
+    """``(steps, colours)`` float32: whether each of the six colours is visible at each step (0 for colours not in the video)."""
+    out = np.zeros((ms.STEPS, len(ms.COLORS)), dtype=np.float32)
+    for track in video.tracks:
+        for s in range(ms.STEPS):
+            out[s, list(ms.COLORS).index(track.color)] = s not in track.hidden
+    return out
+
+
+def motion(video: ms.Video) -> np.ndarray:
+    """``(steps, colours x directions)`` float32: at each step, the direction (one-hot) of every colour visible then."""
+    out = np.zeros((ms.STEPS, len(ms.COLORS), len(ms.DIRECTIONS)), dtype=np.float32)
+    for track in video.tracks:
+        for s in range(ms.STEPS):
+            if s not in track.hidden:
+                out[s, list(ms.COLORS).index(track.color), list(ms.DIRECTIONS).index(track.direction)] = 1
+    return out.reshape(ms.STEPS, -1)
 
 
 def evaluate(vqa: TinyVideoVQA, test: ms.Split, single_frame: bool, limit: int | None = None, batch: int = 48) -> dict:
@@ -173,7 +214,12 @@ def main(argv=None) -> dict:
                                  "step": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
                                  "profile": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS),
                                  "query": torch.nn.Linear(model.config.text_config.hidden_size, len(ms.COLORS)),
-                                 "tower_step": torch.nn.Linear(width, ms.STEPS)})  # fmt: skip
+                                 "tower_step": torch.nn.Linear(width, ms.STEPS),
+                                 "presence": torch.nn.Linear(width, len(ms.COLORS) * (ms.STEPS if args.presence_by_step else 1)),
+                                 "table": torch.nn.Linear(model.config.text_config.hidden_size, ms.STEPS * len(ms.COLORS)),
+                                 "motion": torch.nn.Linear(width, len(ms.COLORS) * len(ms.DIRECTIONS)),
+                                 "motion_table": torch.nn.Linear(model.config.text_config.hidden_size,
+                                                                 len(ms.COLORS) * len(ms.DIRECTIONS))})  # fmt: skip
     captured: dict = {}
 
     def capture(module, args, output):
@@ -182,11 +228,11 @@ def main(argv=None) -> dict:
     def capture_text(module, args, output):
         captured["text"] = output[0] if isinstance(output, tuple) else output
 
-    hook = model.model.visual.register_forward_hook(capture) if args.aux_weight or args.step_weight else None
+    hook = model.model.visual.register_forward_hook(capture) if args.aux_weight or args.step_weight or args.presence_weight else None
     def capture_last(module, args, output):
         captured["last"] = output
 
-    if args.time_weight or args.query_weight:
+    if args.time_weight or args.query_weight or args.table_weight:
         model.model.language_model.layers[args.time_layer - 1].register_forward_hook(capture_text)
     if args.profile_weight:
         model.model.language_model.norm.register_forward_hook(capture_last)
@@ -204,6 +250,7 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    train_right, train_total = defaultdict(int), defaultdict(int)
     model.train()
     step = 0
     for step in range(1, total + 1):
@@ -213,9 +260,11 @@ def main(argv=None) -> dict:
                  for v in videos]  # fmt: skip
         dialogues = [[(q.text, q.answer) for q in qs] for qs in asked]
         inputs = vqa.encode_dialogues([frames_of(v, args.single_frame) for v in videos], dialogues)
-        loss = model(**inputs).loss
+        output = model(**inputs)
+        loss, captured_logits = output.loss, {"logits": output.logits.detach()}
         answer_loss = loss.detach()
         step_loss = torch.zeros(())
+        extras: dict = {}
         if hook is not None:
             merged = captured.pop("merged")
             merged = torch.cat(list(merged)) if isinstance(merged, (list, tuple)) else merged
@@ -238,6 +287,17 @@ def main(argv=None) -> dict:
             named = torch.tensor([[float(f" {c} " in f" {q.text} ") for c in ms.COLORS] for qs in asked for q in qs])
             logits = heads["query"](captured["text"][query])
             loss = loss + args.query_weight * torch.nn.functional.binary_cross_entropy_with_logits(logits, named)
+        if args.table_weight:  # every turn of a video predicts that video's whole table
+            tables = torch.from_numpy(np.stack([presence(v).ravel() for v, qs in zip(videos, asked) for _ in qs]))
+            table_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["table"](captured["text"][query]), tables)
+            loss = loss + args.table_weight * table_loss
+            extras["table_loss"] = table_loss.item()
+            if args.presence_direction:  # and each colour's direction (any step it is visible)
+                moving = torch.from_numpy(np.stack([motion(v).max(0) for v, qs in zip(videos, asked) for _ in qs]))
+                logits = heads["motion_table"](captured["text"][query])
+                motion_table_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, moving)
+                loss = loss + args.table_weight * motion_table_loss
+                extras["motion_table_loss"] = motion_table_loss.item()
         if args.time_weight:
             hidden = captured.pop("text")[inputs["input_ids"] == video_id]  # (videos x 324, width), in token order
             step_loss = torch.nn.functional.cross_entropy(heads["step"](hidden), token_step.repeat(len(videos)))
@@ -248,6 +308,27 @@ def main(argv=None) -> dict:
             logits = heads["profile"](captured.pop("last")[query])[named]
             profile_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[named])
             loss = loss + args.profile_weight * profile_loss
+            extras["profile_loss"] = profile_loss.item()
+        if args.presence_weight:  # (videos, steps, colours) -> one row per merged token (t-major, 36 per step)
+            seen = torch.from_numpy(np.stack([presence(v) for v in videos])).repeat_interleave(324 // ms.STEPS, dim=1)
+            if args.presence_by_step:  # (videos, tokens, steps x colours): the token's own step row only
+                own = torch.nn.functional.one_hot(token_step, ms.STEPS).float()  # (tokens, steps)
+                seen = (own[None, :, :, None] * seen[:, :, None, :]).flatten(2)
+            presence_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["presence"](merged), seen.flatten(0, 1))
+            loss = loss + args.presence_weight * presence_loss
+            extras["presence_loss"] = presence_loss.item()
+            if args.presence_direction:  # each token: the direction of every colour visible at its step
+                moving = torch.from_numpy(np.stack([motion(v) for v in videos])).repeat_interleave(324 // ms.STEPS, dim=1)
+                motion_loss = torch.nn.functional.binary_cross_entropy_with_logits(heads["motion"](merged), moving.flatten(0, 1))
+                loss = loss + args.presence_weight * motion_loss
+                extras["motion_loss"] = motion_loss.item()
+        with torch.no_grad():  # training accuracy per question kind (the answer positions, in question order)
+            logits = captured_logits["logits"]
+            at = inputs["labels"] != -100
+            hit = (logits[:, :-1][at[:, 1:]].argmax(-1) == inputs["labels"][at]).tolist()
+            for q, h in zip([q for qs in asked for q in qs], hit):
+                train_right[q.kind] += h
+                train_total[q.kind] += 1
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([*model.parameters(), *heads.parameters()], 1.0)
@@ -257,6 +338,11 @@ def main(argv=None) -> dict:
         if step % 10 == 0:
             log["losses"].append({"step": step, "loss": round(answer_loss.item(), 4), "total": round(loss.item(), 4),
                                   "step_loss": round(step_loss.item(), 4), "minutes": round(minutes, 2)})  # fmt: skip
+            log["losses"][-1].update({k: round(v, 4) for k, v in extras.items()})
+            log["losses"][-1]["train_acc"] = {k: round(train_right[k] / train_total[k], 3) for k in train_total}
+            train_right.clear()
+            train_total.clear()
+            print(log["losses"][-1]["train_acc"], {k: round(v, 3) for k, v in extras.items()}, end=" ")
             print(f"step {step} answer loss {answer_loss.item():.4f} step loss {step_loss.item():.4f} total {loss.item():.4f}"
                   f" {minutes:.1f} min", flush=True)  # fmt: skip
         done = args.max_minutes is not None and minutes >= args.max_minutes
