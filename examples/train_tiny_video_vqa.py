@@ -82,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--init", default=None, help="start from the weights saved in this directory (continue a run)")
     p.add_argument("--aux-weight", type=float, default=1.0, help="weight of the per-token colour/direction loss (0: off)")
     p.add_argument("--counter", action="store_true",
-                   help="draw the step counter into every frame (moving_shapes.render(counter=True); the model must then be "
-                   "evaluated on such frames: evaluate(..., counter=True))")
+                   help="draw the step counter into every frame (moving_shapes.render(counter=True); the checkpoint "
+                   "records it in frames.json, and evaluate() / tokenprune eval --video draw its frames alike)")
     p.add_argument("--step-weight", type=float, default=0.0,
                    help="weight of the per-token step loss on the tower's merged tokens (each predicts its time step, "
                    "read from the frame's step counter; 0: off)")
@@ -207,7 +207,7 @@ def main(argv=None) -> dict:
                 rows[vocab.id(word)] = state[key][i]
             state[key] = rows
         model.load_state_dict(state)
-    vqa = TinyVideoVQA(model, vocab)
+    vqa = TinyVideoVQA(model, vocab, counter=args.counter)  # saved with the checkpoint: evaluation draws alike
     width = model.config.vision_config.hidden_size
     heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(width, len(ms.COLORS) + 1),
                                  "direction": torch.nn.Linear(width, len(ms.DIRECTIONS) + 1),

@@ -206,3 +206,28 @@ def test_training_only_lookup_questions_match_the_hiding_steps():
             answers.append(q.answer)
     assert 0.35 < answers.count("yes") / len(answers) < 0.65
     assert {q.kind for q in ms.split("test").questions} == set(ms.KINDS)
+
+
+def test_a_checkpoint_records_its_step_counter_and_evaluation_draws_it(tmp_path, monkeypatch):
+    """A model trained with ``--counter`` is saved with ``frames.json``; loading it restores the setting,
+    and `evaluate` draws its frames with the counter unless told otherwise. A checkpoint without the file
+    (the shipped one) reads plain frames."""
+    from transformers import Qwen2VLForConditionalGeneration
+
+    from tokenprune.vqa_video import evaluate as video_eval
+    from tokenprune.vqa_video.model import FRAMES_FILE, load_tiny_video_vqa
+
+    vocab = Vocab.default()
+    torch.manual_seed(0)
+    TinyVideoVQA(Qwen2VLForConditionalGeneration(build_config(vocab)).eval(), vocab, counter=True).save(tmp_path / "m")
+    vqa = load_tiny_video_vqa(tmp_path / "m")
+    assert vqa.counter is True
+    drawn = []
+    real_render = ms.render
+    monkeypatch.setattr(video_eval.ms, "render", lambda *a, **k: drawn.append(k.get("counter")) or real_render(*a, **k))
+    test = ms.split("test", size=2)
+    video_eval.evaluate(vqa, test, limit=2)
+    video_eval.evaluate(vqa, test, limit=2, counter=False)
+    assert drawn == [True, True, False, False]
+    (tmp_path / "m" / FRAMES_FILE).unlink()
+    assert load_tiny_video_vqa(tmp_path / "m").counter is False

@@ -128,12 +128,14 @@ def evaluate(
     limit: int | None = None,
     batch: int = 24,
     single_frame: bool = False,
-    counter: bool = False,
+    counter: bool | None = None,
 ) -> dict[str, Any]:
     """Accuracy per question kind (and overall) and the measured visual-FLOPs share, dense or wrapped.
 
-    ``counter``: render the frames with the step counter (`moving_shapes.render`), for a model trained with it.
+    ``counter``: render the frames with the step counter (`moving_shapes.render`); ``None`` (default):
+    as the model was trained (`TinyVideoVQA.counter`, saved with its checkpoint).
     """
+    counter = vqa.counter if counter is None else counter
     n = len(test) if limit is None else min(limit, len(test))
     right, total = defaultdict(int), defaultdict(int)
     flops = dense = 0.0

@@ -20,7 +20,7 @@ from . import moving_shapes as ms
 
 __all__ = [
     "SPECIAL_TOKENS", "Vocab", "build_config", "video_pixels", "TinyVideoVQA", "VISUAL_TOKENS", "ASSET_DIR",
-    "load_tiny_video_vqa",
+    "FRAMES_FILE", "load_tiny_video_vqa",
 ]  # fmt: skip
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets" / "tiny-video-qwen2vl"
@@ -94,11 +94,19 @@ def video_pixels(frames: np.ndarray) -> torch.Tensor:
     return x.reshape(t * h * w, 3 * TEMPORAL_PATCH * PATCH_PX * PATCH_PX)
 
 
-class TinyVideoVQA:
-    """A model, its vocabulary, and batched encoding / answering of (video, question) pairs."""
+FRAMES_FILE = "frames.json"
+"""How a checkpoint's frames are drawn (``{"counter": bool}``), saved next to its weights."""
 
-    def __init__(self, model, vocab: Vocab):
-        self.model, self.vocab = model, vocab
+
+class TinyVideoVQA:
+    """A model, its vocabulary, and batched encoding / answering of (video, question) pairs.
+
+    ``counter``: the model reads frames drawn with the step counter (`moving_shapes.render`; trained
+    with ``--counter``). Saved with the checkpoint, so evaluating or visualising it draws its frames alike.
+    """
+
+    def __init__(self, model, vocab: Vocab, counter: bool = False):
+        self.model, self.vocab, self.counter = model, vocab, counter
 
     def prompt_ids(self, question: str) -> list[int]:
         """The video placeholders between vision start/end, then the question's ids."""
@@ -198,6 +206,7 @@ class TinyVideoVQA:
         path = Path(path)
         self.model.save_pretrained(path)
         (path / "vocab.json").write_text(json.dumps(list(self.vocab.words)))
+        (path / FRAMES_FILE).write_text(json.dumps({"counter": self.counter}))
 
     @classmethod
     def load(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> TinyVideoVQA:
@@ -206,7 +215,9 @@ class TinyVideoVQA:
 
         path = Path(path)
         model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=dtype).eval()
-        return cls(model, Vocab(tuple(json.loads((path / "vocab.json").read_text()))))
+        frames = path / FRAMES_FILE  # absent in checkpoints saved before it existed: plain frames
+        counter = bool(json.loads(frames.read_text()).get("counter", False)) if frames.is_file() else False
+        return cls(model, Vocab(tuple(json.loads((path / "vocab.json").read_text()))), counter=counter)
 
 
 def load_tiny_video_vqa(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> TinyVideoVQA:

@@ -328,7 +328,7 @@ def _visualize_video(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.index >= len(test):
         raise CliError(f"--index {args.index} is out of range: the Moving-Shapes test split has {len(test)} questions.")
     q = test.questions[args.index]
-    frames = ms.render(test.videos[test.video_index[args.index]])
+    frames = ms.render(test.videos[test.video_index[args.index]], counter=vqa.counter)  # as the model was trained
     question, truth = args.question or q.text, None if args.question else q.answer
     info = visualize_video_one(vqa, frames, question, args.strategy, options, args.out, truth)
     print(f"question: {question}")
