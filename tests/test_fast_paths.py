@@ -117,17 +117,23 @@ def test_read_layout_counts_like_python(batch, n, queries, seed):
     assert layout.padded == (not bool(valid.all()))
 
 
-@PROPS
-@given(ranking_cases(), st.data())
-def test_top_k_columns_equal_mask_over_a_span(case, data):
-    """On a span of candidates the ranked columns are the mask's kept slots, whatever sits outside it."""
+def _span_case(case, data):
+    """A ranking case cut to one run of candidate slots: (scores, start, stop, k <= run length, candidate mask)."""
     scores, _, k = case
     batch, n = scores.shape
     start = data.draw(st.integers(0, n - 1))
     stop = data.draw(st.integers(start + 1, n))
-    k = min(k, stop - start)
     candidates = torch.zeros(batch, n, dtype=torch.bool)
     candidates[:, start:stop] = True
+    return scores, start, stop, min(k, stop - start), candidates
+
+
+@PROPS
+@given(ranking_cases(), st.data())
+def test_top_k_columns_equal_mask_over_a_span(case, data):
+    """On a span of candidates the ranked columns are the mask's kept slots, whatever sits outside it."""
+    scores, start, stop, k, candidates = _span_case(case, data)
+    batch = scores.shape[0]
     mask = top_k_mask(scores, candidates, torch.full((batch,), k))
     columns = top_k_columns(scores[:, start:stop], k)
     assert columns.shape == (batch, k)
@@ -153,13 +159,8 @@ class _MaskOnlyTopK(TopKDrop):
 @given(ranking_cases(), st.data())
 def test_select_span_equals_select(case, data):
     """The ranked span path keeps the slots, features and validity the general selection keeps."""
-    scores, _, k = case
+    scores, start, stop, k, visual = _span_case(case, data)
     batch, n = scores.shape
-    start = data.draw(st.integers(0, n - 1))
-    stop = data.draw(st.integers(start + 1, n))
-    k = min(k, stop - start)
-    visual = torch.zeros(batch, n, dtype=torch.bool)
-    visual[:, start:stop] = True
     valid = torch.ones(batch, n, dtype=torch.bool)
     hidden = torch.randn(batch, n, 3, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
     ctx = ScoreContext(layer_index=1, layer=None, hidden=hidden, positions=torch.arange(n).expand(batch, n),
